@@ -1,0 +1,78 @@
+"""`python -m metalmart order|processor|catalogue|storefront|seed`: one image, one entry point per service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from metalmart.settings import SettingsError
+
+SERVICES = ("order", "processor", "catalogue", "storefront", "seed")
+
+
+def _run(service: str) -> None:
+    from metalmart import web
+
+    if service == "order":
+        from metalmart.order_service import build_app
+        from metalmart.settings import OrderSettings
+
+        settings = OrderSettings()
+        web.serve(build_app(settings), settings.port)
+    elif service == "catalogue":
+        from metalmart.catalogue import build_app
+        from metalmart.settings import CatalogueSettings
+
+        cat = CatalogueSettings()
+        web.serve(build_app(cat), cat.port)
+    elif service == "storefront":
+        from metalmart.settings import StorefrontSettings
+        from metalmart.storefront import build_app
+
+        front = StorefrontSettings()
+        web.serve(build_app(front), front.port)
+    elif service == "processor":
+        from metalmart.processor import main
+
+        asyncio.run(main())
+    elif service == "seed":
+        from metalmart import db as dbmod
+        from metalmart.catalogue import seed
+        from metalmart.settings import CatalogueSettings
+
+        async def go() -> dict[str, int]:
+            database = dbmod.connect(CatalogueSettings().database_url, 1)
+            await database.open()
+            try:
+                return await seed(database)
+            finally:
+                await database.close()
+
+        print(json.dumps(asyncio.run(go())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metalmart", description=__doc__)
+    parser.add_argument("service", choices=SERVICES)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stdout,
+        format=f"%(asctime)s %(levelname)s {args.service} %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        _run(args.service)
+    except SettingsError as exc:
+        print(f"metalmart {args.service}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The order service (HTTP, port 8084): stores orders and publishes `order.created` through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+from confluent_kafka.admin import AdminClient
+
+from metalmart import db as dbmod
+from metalmart.orders import SCHEMA, NotFound, OrderStore, StatusConflict, ValidationError, validate_new_order
+from metalmart.outbox import OutboxRelay
+from metalmart.settings import OrderSettings
+from metalmart.web import add_probes, error, read_json
+
+log = logging.getLogger("metalmart.order")
+
+STORE = web.AppKey("store", OrderStore)
+RELAY = web.AppKey("relay", OutboxRelay)
+
+
+async def create_order(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    try:
+        new = validate_new_order(body)
+    except ValidationError as exc:
+        return error(422, exc.message, exc.field)
+    order = await request.app[STORE].create(new)
+    request.app[RELAY].wake()
+    return web.json_response(order, status=201)
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    try:
+        limit = max(1, min(int(request.query.get("limit", "100")), 1000))
+    except ValueError:
+        return error(400, "limit must be a whole number", "limit")
+    return web.json_response(await request.app[STORE].list(request.query.get("email"), limit))
+
+
+async def get_order(request: web.Request) -> web.Response:
+    try:
+        order = await request.app[STORE].get(request.match_info["id"])
+    except NotFound:
+        return error(404, "order not found", "id")
+    order["history"] = await request.app[STORE].history(order["id"])
+    return web.json_response(order)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    try:
+        order = await request.app[STORE].get(request.match_info["id"])
+    except NotFound:
+        return error(404, "order not found", "id")
+    return web.json_response({"id": order["id"], "status": order["status"], "processed_by": order["processed_by"]})
+
+
+async def put_status(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    status = body.get("status") if isinstance(body, dict) else None
+    if not isinstance(status, str):
+        return error(422, "status is required", "status")
+    try:
+        order, changed = await request.app[STORE].set_status(
+            request.match_info["id"], status,
+            source=request.headers.get("X-Processor-Source"), topic=request.headers.get("X-Kafka-Topic"),
+        )
+    except ValidationError as exc:
+        return error(422, exc.message, exc.field)
+    except NotFound:
+        return error(404, "order not found", "id")
+    except StatusConflict as exc:
+        return web.json_response({"error": str(exc), "field": "status", "current": exc.current}, status=409)
+    return web.json_response({"id": order["id"], "status": order["status"], "changed": changed,
+                              "processed_by": order["processed_by"]})
+
+
+async def track(request: web.Request) -> web.Response:
+    try:
+        order = await request.app[STORE].by_token(request.match_info["token"])
+    except NotFound:
+        return error(404, "no order with that tracking token", "token")
+    order["history"] = await request.app[STORE].history(order["id"])
+    return web.json_response(order)
+
+
+async def stats(request: web.Request) -> web.Response:
+    body = await request.app[STORE].stats()
+    body["published"] = request.app[RELAY].published
+    return web.json_response(body)
+
+
+class BrokerCheck:
+    """Readiness of the broker, asked at most once a second so probes cannot flood it."""
+
+    def __init__(self, brokers: str) -> None:
+        self.admin = AdminClient({"bootstrap.servers": brokers, "socket.timeout.ms": 1500})
+        self._ok_until = 0.0
+
+    async def __call__(self) -> None:
+        if time.monotonic() < self._ok_until:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: self.admin.list_topics(timeout=1.5))
+        self._ok_until = time.monotonic() + 1.0
+
+
+def build_app(settings: OrderSettings | None = None) -> web.Application:
+    settings = settings or OrderSettings()
+    app = web.Application(client_max_size=1024 * 1024)
+    database = dbmod.connect(settings.database_url, settings.db_pool_size)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await database.open()
+        await dbmod.migrate(database, SCHEMA)
+        app[STORE] = OrderStore(database, settings.kafka.topic)
+        app[RELAY] = OutboxRelay(database, settings.kafka.brokers)
+        app[RELAY].start()
+        log.info("order service on port %s, database %s, topic %s on %s", settings.port, database.dialect,
+                 settings.kafka.topic, settings.kafka.brokers)
+        yield
+        await app[RELAY].stop()
+        await database.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/api/orders", create_order)
+    app.router.add_get("/api/orders", list_orders)
+    app.router.add_get("/api/orders/stats", stats)
+    app.router.add_get("/api/orders/track/{token}", track)
+    app.router.add_get("/api/orders/{id}", get_order)
+    app.router.add_get("/api/orders/{id}/status", get_status)
+    app.router.add_put("/api/orders/{id}/status", put_status)
+    add_probes(app, {"database": database.ping, "broker": BrokerCheck(settings.kafka.brokers)})
+    return app

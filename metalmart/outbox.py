@@ -1,0 +1,132 @@
+"""The outbox relay: publishes stored `order.created` events to Kafka, in order, at least once.
+
+An order is answered 201 only after it and its event are committed together (see OrderStore.create). This relay
+then hands the event to an idempotent producer (acks=all) and marks it published when the broker acknowledged it.
+When the broker is down, events wait in the table (they survive a restart of the service) and go out when it is
+back. On PostgreSQL an advisory lock keeps one relay active when several replicas run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from metalmart.db import Database
+from metalmart.orders import now_iso, unpublished
+
+log = logging.getLogger("metalmart.outbox")
+
+RELAY_LOCK_KEY = 8084
+
+
+def producer_config(brokers: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": brokers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "message.timeout.ms": 30000,
+        "reconnect.backoff.max.ms": 1000,
+        "client.id": "metalmart-order",
+    }
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, brokers: str, batch_size: int = 500, idle_poll_s: float = 1.0) -> None:
+        self.db = db
+        self.batch_size = batch_size
+        self.idle_poll_s = idle_poll_s
+        self.producer = Producer(producer_config(brokers))
+        self.published = 0
+        self.failed_attempts = 0
+        self._wake = asyncio.Event()
+        self._inflight: set[int] = set()
+        self._acked: list[int] = []
+        self._nacked: list[int] = []
+        self._acks_lock = threading.Lock()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Called after an order is committed, so its event goes out at once instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.producer.flush, 5.0)
+        await self._mark()
+
+    def _on_delivery(self, outbox_id: int, err: KafkaError | None, _msg: Any) -> None:
+        with self._acks_lock:
+            (self._nacked if err is not None else self._acked).append(outbox_id)
+        if err is not None:
+            log.warning("event %s not delivered yet: %s; it stays in the outbox and is sent again", outbox_id, err)
+
+    async def _mark(self) -> None:
+        with self._acks_lock:
+            acked, self._acked = self._acked, []
+            nacked, self._nacked = self._nacked, []
+        for outbox_id in nacked:
+            self._inflight.discard(outbox_id)
+            self.failed_attempts += 1
+        if not acked:
+            return
+        stamp = now_iso()
+        for start in range(0, len(acked), 500):
+            chunk = acked[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            async with self.db.transaction() as tx:
+                await tx.execute(f"UPDATE outbox SET published_at = ? WHERE id IN ({marks})", (stamp, *chunk))
+        self._inflight.difference_update(acked)
+        self.published += len(acked)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self.db.exclusive(RELAY_LOCK_KEY):
+            while not self._stopping:
+                try:
+                    await self._mark()
+                    async with self.db.transaction() as tx:
+                        rows = await unpublished(tx, self.batch_size, self._inflight)
+                    for row in rows:
+                        headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
+                        self._produce(row, headers)
+                    # Serve delivery callbacks off the event loop; short so new orders are picked up quickly.
+                    await loop.run_in_executor(None, self.producer.poll, 0.05 if self._inflight else 0)
+                    if rows:
+                        continue
+                    if not self._inflight:
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox relay iteration failed; retrying")
+                    await asyncio.sleep(1.0)
+
+    def _produce(self, row: dict[str, Any], headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    row["topic"], key=row["msg_key"].encode(), value=row["msg_value"].encode(), headers=headers,
+                    on_delivery=functools.partial(self._on_delivery, row["id"]),
+                )
+                self._inflight.add(row["id"])
+                return
+            except BufferError:
+                self.producer.poll(0.1)  # local queue full: let deliveries drain it

@@ -1,0 +1,363 @@
+"""The order processor: a Kafka consumer that steps each order pending → processing → confirmed → shipped.
+
+At least once: an offset is committed only once its order is shipped (or given up after bounded retries), and
+commits follow offset order within a partition even though orders are processed concurrently. A redelivered
+message is harmless: the order service ignores a step an order already took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+
+from metalmart.orders import PIPELINE
+from metalmart.settings import ProcessorSettings
+from metalmart.web import install_stop_signals
+
+log = logging.getLogger("metalmart.processor")
+
+STEPS = ("processing", "confirmed", "shipped")
+
+
+def processor_source(topic: str) -> str:
+    """Who is processing, told by the topic name. The mirrord operator feeds a developer's local process from
+    `mirrord-tmp-<id>-<topic>` and the cluster's workload from `mirrord-tmp-<id>-fallback-<topic>`."""
+    if "mirrord-tmp" in topic and "-fallback-" not in topic:
+        return "mirrord-kafka"
+    return "cluster"
+
+
+class TransientError(Exception):
+    """Worth retrying: the order service is unreachable, slow or answered 5xx."""
+
+
+class GiveUp(Exception):
+    """Not worth retrying: the order is unknown or the answer makes no sense."""
+
+
+@dataclass
+class PartitionState:
+    """Offsets received on one partition during one assignment, and which of them are finished."""
+
+    received: deque[int] = field(default_factory=deque)
+    finished: set[int] = field(default_factory=set)
+    commit_at: int | None = None  # the next offset to commit (last finished in order + 1), not yet committed
+    active: bool = True
+
+
+class OffsetTracker:
+    """Commit points kept in offset order while orders finish in any order. Thread-safe: the consumer's
+    rebalance callbacks run on the consumer thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[tuple[str, int], PartitionState] = {}
+
+    def received(self, topic: str, partition: int, offset: int) -> PartitionState:
+        with self._lock:
+            state = self._parts.setdefault((topic, partition), PartitionState())
+            state.received.append(offset)
+            return state
+
+    def finished(self, state: PartitionState, offset: int) -> None:
+        with self._lock:
+            if not state.active:
+                return  # the partition was revoked meanwhile; its new owner processes the message again
+            state.finished.add(offset)
+            while state.received and state.received[0] in state.finished:
+                done = state.received.popleft()
+                state.finished.discard(done)
+                state.commit_at = done + 1
+
+    def take_commits(self, only: set[tuple[str, int]] | None = None) -> list[TopicPartition]:
+        with self._lock:
+            out = []
+            for (topic, partition), state in self._parts.items():
+                if only is not None and (topic, partition) not in only:
+                    continue
+                if state.commit_at is not None:
+                    out.append(TopicPartition(topic, partition, state.commit_at))
+                    state.commit_at = None
+            return out
+
+    def restore(self, offsets: list[TopicPartition]) -> None:
+        """Put back commit points whose commit failed, unless a later one was found meanwhile."""
+        with self._lock:
+            for tp in offsets:
+                state = self._parts.get((tp.topic, tp.partition))
+                if state is not None and state.active and state.commit_at is None:
+                    state.commit_at = tp.offset
+
+    def drop(self, keys: set[tuple[str, int]]) -> None:
+        with self._lock:
+            for key in keys:
+                state = self._parts.pop(key, None)
+                if state is not None:
+                    state.active = False
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return sum(len(s.received) - len(s.finished) for s in self._parts.values())
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    shipped: int = 0
+    already_done: int = 0
+    gave_up: int = 0
+    malformed: int = 0
+    commits: int = 0
+
+
+class OrderProcessor:
+    def __init__(self, settings: ProcessorSettings) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self.tracker = OffsetTracker()
+        self.assigned: set[tuple[str, int]] = set()
+        self.joined = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")  # every consumer call
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._http: aiohttp.ClientSession | None = None
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka.brokers,
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",  # a new group reads from the start (mirrord: see FACTS)
+                "session.timeout.ms": settings.session_timeout_ms,
+                "client.id": "metalmart-order-processor",
+            }
+        )
+
+    # ---- Kafka side -------------------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.joined = True
+        self.assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "no partitions")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = {(p.topic, p.partition) for p in partitions}
+        offsets = self.tracker.take_commits(keys)
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                self.counters.commits += 1
+            except Exception as exc:  # the group moved on; the new owner reprocesses, which is harmless
+                log.warning("commit on revoke failed: %s", exc)
+        self.tracker.drop(keys)
+        self.assigned -= keys
+        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(keys)) or "nothing")
+
+    async def _consumer_call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _commit(self) -> None:
+        offsets = self.tracker.take_commits()
+        if not offsets:
+            return
+        try:
+            await self._consumer_call(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
+            self.counters.commits += 1
+        except Exception as exc:
+            log.warning("commit failed (%s); it is tried again", exc)
+            self.tracker.restore(offsets)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        log.info("consuming %s as group %s from %s; demo mode %s (steps %s s); concurrency %d",
+                 s.kafka.topic, s.group_id, s.kafka.brokers, "on" if s.demo_mode else "off",
+                 " + ".join(f"{d:g}" for d in s.step_delays), s.concurrency)
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=s.concurrency)
+        )
+        await self._consumer_call(
+            lambda: self.consumer.subscribe([s.kafka.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                            on_lost=self._on_revoke)
+        )
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                room = s.concurrency - self.tracker.inflight
+                if room <= 0:
+                    self._room.clear()
+                    await _first(self._room.wait(), stop.wait(), timeout=0.5)
+                else:
+                    batch = await self._consumer_call(self.consumer.consume, min(room, 500), 0.2)
+                    for msg in batch:
+                        self._accept(msg)
+                if time.monotonic() - last_commit >= 0.5:
+                    await self._commit()
+                    last_commit = time.monotonic()
+        finally:
+            await self._shutdown()
+
+    def _accept(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+            return
+        state = self.tracker.received(msg.topic(), msg.partition(), msg.offset())
+        task = asyncio.create_task(self._process(msg, state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, msg: Message, state: PartitionState) -> None:
+        await self.handle_order_message(msg)
+        self.tracker.finished(state, msg.offset())
+        self._room.set()
+
+    async def _shutdown(self) -> None:
+        """Stop fetching, release in-flight orders (uncommitted: they are redelivered), commit what finished."""
+        inflight = list(self._tasks)
+        for task in inflight:
+            task.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
+        await self._commit()
+        await self._consumer_call(self.consumer.close)
+        if self._http is not None:
+            await self._http.close()
+        self._executor.shutdown(wait=True)
+        log.info("stopped: released %d in-flight order(s) uncommitted; %s", len(inflight), self.counters)
+
+    # ---- The demo's breakpoint --------------------------------------------------------------------------------
+
+    async def handle_order_message(self, msg: Message) -> None:
+        """Every `order.created` message this process receives comes through here: put the demo breakpoint on
+        the log line below, and only messages whose header matches your mirrord filter stop at it."""
+        headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
+        customer = headers.get("customer_email", "?")
+        log.info("received order message topic=%s partition=%d offset=%d customer=%s",
+                 msg.topic(), msg.partition(), msg.offset(), customer)
+        self.counters.received += 1
+        try:
+            event = json.loads(msg.value() or b"")
+            order_id = event["order_id"]
+            if not isinstance(order_id, str) or not order_id:
+                raise ValueError("order_id is not a non-empty string")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.counters.malformed += 1
+            log.warning("skipping malformed message topic=%s partition=%d offset=%d: %s",
+                        msg.topic(), msg.partition(), msg.offset(), exc)
+            return
+        try:
+            await self.ship(order_id, msg.topic())
+        except GiveUp as exc:
+            self.counters.gave_up += 1
+            log.error("giving up on order %s (offset %d): %s", order_id, msg.offset(), exc)
+
+    # ---- Order side -------------------------------------------------------------------------------------------
+
+    async def ship(self, order_id: str, topic: str) -> None:
+        headers = {"X-Processor-Source": processor_source(topic), "X-Kafka-Topic": topic}
+        current = await self._call("GET", order_id, headers)
+        if current not in PIPELINE:
+            raise GiveUp(f"order is {current}; nothing to do")
+        stepped = False
+        for target, delay in zip(STEPS, self.settings.step_delays, strict=True):
+            if PIPELINE.index(current) >= PIPELINE.index(target):
+                continue
+            await asyncio.sleep(delay)
+            current = await self._call("PUT", order_id, headers, target)
+            stepped = True
+        if stepped:
+            self.counters.shipped += 1
+        else:
+            self.counters.already_done += 1
+
+    async def _call(self, method: str, order_id: str, headers: dict[str, str], status: str | None = None) -> str:
+        """GET or PUT an order's status with bounded retries; returns the status the order has afterwards."""
+        url = f"{self.settings.order_service_url}/api/orders/{order_id}/status"
+        assert self._http is not None
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(8) | stop_after_delay(60),
+                wait=wait_exponential(multiplier=0.2, max=5),
+                retry=retry_if_exception_type(TransientError),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._once(method, url, headers, status)
+        except TransientError as exc:
+            raise GiveUp(f"order service kept failing: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _once(self, method: str, url: str, headers: dict[str, str], status: str | None) -> str:
+        assert self._http is not None
+        try:
+            async with self._http.request(
+                method, url, headers=headers, json={"status": status} if status else None
+            ) as resp:
+                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                if resp.status >= 500:
+                    raise TransientError(f"{method} {url} answered {resp.status}")
+                if resp.status == 404:
+                    raise GiveUp("the order service does not know this order")
+                if resp.status == 409:
+                    return str(body.get("current"))  # already further along: someone else took this step
+                if resp.status >= 400:
+                    raise GiveUp(f"{method} {url} answered {resp.status}: {body}")
+                return str(body["status"])
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise TransientError(f"{method} {url}: {type(exc).__name__} {exc}") from exc
+
+
+async def _first(*aws: Any, timeout: float) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def health_app(proc: OrderProcessor) -> web.Application:
+    async def health(_: web.Request) -> web.Response:
+        c = proc.counters
+        return web.json_response({"status": "ok", "joined": proc.joined, "inflight": proc.tracker.inflight,
+                                  "received": c.received, "shipped": c.shipped, "gave_up": c.gave_up,
+                                  "malformed": c.malformed, "already_done": c.already_done,
+                                  "assigned": sorted(f"{t}[{p}]" for t, p in proc.assigned),
+                                  "demo_mode": proc.settings.demo_mode})
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ready" if proc.joined else "joining"}, status=200 if proc.joined else 503)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    return app
+
+
+async def main(settings: ProcessorSettings | None = None) -> None:
+    settings = settings or ProcessorSettings()
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    proc = OrderProcessor(settings)
+    runner = None
+    if settings.health_port:
+        runner = web.AppRunner(health_app(proc), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "0.0.0.0", settings.health_port).start()
+    try:
+        await proc.run(stop)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
