@@ -32,7 +32,8 @@ def producer_config(brokers: str) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
-        "message.timeout.ms": 30000,
+        # The outbox keeps every event, so a delivery may time out early: the relay then sends it again.
+        "message.timeout.ms": 10000,
         "reconnect.backoff.max.ms": 1000,
         "client.id": "metalmart-order",
     }
@@ -43,7 +44,9 @@ class OutboxRelay:
         self.db = db
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
+        self.brokers = brokers
         self.producer = Producer(producer_config(brokers))
+        self._generation = 0
         self.published = 0
         self.failed_attempts = 0
         self._wake = asyncio.Event()
@@ -70,19 +73,27 @@ class OutboxRelay:
         await loop.run_in_executor(None, self.producer.flush, 5.0)
         await self._mark()
 
-    def _on_delivery(self, outbox_id: int, err: KafkaError | None, _msg: Any) -> None:
+    def _on_delivery(self, generation: int, outbox_id: int, err: KafkaError | None, _msg: Any) -> None:
+        if generation != self._generation:
+            return  # from a producer session we gave up on; its events are being sent again
         with self._acks_lock:
             (self._nacked if err is not None else self._acked).append(outbox_id)
         if err is not None:
-            log.warning("event %s not delivered yet: %s; it stays in the outbox and is sent again", outbox_id, err)
+            log.debug("event %s not delivered: %s", outbox_id, err)
 
     async def _mark(self) -> None:
         with self._acks_lock:
             acked, self._acked = self._acked, []
             nacked, self._nacked = self._nacked, []
-        for outbox_id in nacked:
-            self._inflight.discard(outbox_id)
-            self.failed_attempts += 1
+        if nacked:
+            # Undelivered in time (broker down, or it no longer knows this producer's id, as after a broker that
+            # lost its state): start a new producer session and send everything not yet acknowledged again.
+            self.failed_attempts += len(nacked)
+            log.warning("%d event(s) not delivered in time; new producer session, sending them again", len(nacked))
+            self.producer.purge()
+            self.producer = Producer(producer_config(self.brokers))
+            self._generation += 1
+            self._inflight.clear()
         if not acked:
             return
         stamp = now_iso()
@@ -124,7 +135,7 @@ class OutboxRelay:
             try:
                 self.producer.produce(
                     row["topic"], key=row["msg_key"].encode(), value=row["msg_value"].encode(), headers=headers,
-                    on_delivery=functools.partial(self._on_delivery, row["id"]),
+                    on_delivery=functools.partial(self._on_delivery, self._generation, row["id"]),
                 )
                 self._inflight.add(row["id"])
                 return

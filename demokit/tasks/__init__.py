@@ -1,0 +1,11 @@
+"""The task namespace: one module per domain, gathered into an explicit root collection."""
+
+from invoke import Collection
+
+from demokit.tasks import dev
+
+ns = Collection()
+for module in (dev,):
+    for name, task in module.TASKS.items():
+        ns.add_task(task, name)
+ns.configure({"run": {"echo": False, "pty": False}})

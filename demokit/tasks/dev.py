@@ -1,0 +1,49 @@
+"""Developer tasks: lint and the test suite."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from invoke import Context, task
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    return shlex.quote(str(BIN / name))
+
+
+@task(help={"fix": "let ruff fix what it can"})
+def lint(c: Context, fix: bool = False) -> None:
+    """Lint Python (ruff), YAML (yamllint), Ansible (ansible-lint) and the Dockerfile (hadolint)."""
+    with c.cd(str(ROOT)):
+        c.run(f"{_tool('ruff')} check {'--fix ' if fix else ''}.")
+        c.run(f"{_tool('yamllint')} --strict .")
+        if (ROOT / "playbooks").is_dir():
+            c.run(f"{_tool('ansible-lint')} --offline")
+        c.run(f"{_tool('hadolint')} Dockerfile")
+
+
+@task(
+    pre=[],
+    help={
+        "k": "only tests matching this pytest -k expression",
+        "no_lint": "skip lint",
+        "no_setup": "skip installing PostgreSQL and Chromium when they are missing",
+    },
+)
+def test(c: Context, k: str = "", no_lint: bool = False, no_setup: bool = False) -> None:
+    """Lint, then every test (installs PostgreSQL and Chromium from Debian's packages first when absent)."""
+    with c.cd(str(ROOT)):
+        if not no_setup:
+            c.run("bash scripts/ensure-test-deps.sh")
+        if not no_lint:
+            lint(c)
+        selected = f" -k {shlex.quote(k)}" if k else ""
+        c.run(f"{shlex.quote(sys.executable)} -m pytest -q -ra{selected}", pty=sys.stdout.isatty())
+
+
+TASKS = {"lint": lint, "test": test}

@@ -1,0 +1,273 @@
+"""Test helpers: real processes, real broker, real databases, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from demokit.kafka import ensure_topic, tansu_command
+from demokit.probes import free_port, http_ok, until, wait_broker
+from metalmart import db as dbmod
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Proc:
+    """A child process with its output in a log file; stopped with SIGTERM (then SIGKILL) at the end."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None, log_dir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      cwd=str(ROOT))
+        return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+        code = self.popen.returncode
+        self.popen = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def service(name: str, env: dict[str, str], log_dir: Path) -> Proc:
+    return Proc(name, [sys.executable, "-m", "metalmart", name], env, log_dir)
+
+
+class Broker:
+    """A Tansu broker on its own port. Its memory storage starts empty after a restart."""
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.proc = Proc("broker", tansu_command(self.port), {"RUST_LOG": "warn"}, log_dir)
+
+    def start(self) -> Broker:
+        self.proc.start()
+        wait_broker(self.bootstrap, 20)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+class Postgres:
+    """A private PostgreSQL server in a temporary directory (as the `postgres` user when we are root)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        bindir = pg_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed; `./run test` installs it (scripts/ensure-test-deps.sh)")
+        self.bindir = bindir
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="metalmart-pg-"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        subprocess.run([*self.as_user, str(bindir / "initdb"), "-D", str(self.dir / "data"), "-U", "metalmart",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+        self.proc = Proc("postgres", [*self.as_user, str(bindir / "postgres"), "-D", str(self.dir / "data"),
+                                      "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.dir),
+                                      "-c", "max_connections=200"], None, log_dir)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://metalmart@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> Postgres:
+        import psycopg
+
+        self.proc.start()
+        until(lambda: psycopg.connect(self.url(), connect_timeout=2).close(), 30, "PostgreSQL")
+        return self
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        self.proc.stop(signal.SIGINT)  # fast shutdown
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def sql(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Read the service's database directly, to check what was really stored."""
+
+    async def go() -> list[dict[str, Any]]:
+        database = dbmod.connect(url, 1)
+        await database.open()
+        try:
+            async with database.transaction() as tx:
+                return await tx.fetchall(query, params)
+        finally:
+            await database.close()
+
+    return asyncio.run(go())
+
+
+# ---- HTTP ---------------------------------------------------------------------------------------------------------
+
+def request(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+            raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json",
+                                                                         **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def order_body(email: str, quantity: int = 1, price: float = 10.0) -> dict[str, Any]:
+    return {
+        "customer_email": email,
+        "customer_name": "Ada Smith",
+        "shipping_address": {"street": "1 Forge Lane", "city": "Sheffield", "state": "", "zip_code": "S1 2AB",
+                             "country": "GB"},
+        "items": [{"product_id": "MM-ANVIL-01", "product_name": "Anvil", "quantity": quantity, "price": price}],
+        "reservation_id": "",
+    }
+
+
+def post_orders(base: str, emails: list[str], workers: int = 16) -> list[dict[str, Any]]:
+    def one(email: str) -> dict[str, Any]:
+        status, body = request("POST", f"{base}/api/orders", order_body(email))
+        assert status == 201, (status, body)
+        return body
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, emails))
+
+
+# ---- Kafka --------------------------------------------------------------------------------------------------------
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[Any]:
+    """Every message of a topic from the start (assigned partitions, no group), until `expect` arrived."""
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    partitions = list(meta.topics[topic].partitions)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    got: list[Any] = []
+    try:
+        def more() -> None:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error() is None:
+                    got.append(msg)
+            if len(got) < expect:
+                raise AssertionError(f"{len(got)} of {expect} messages so far")
+
+        until(more, timeout, f"{expect} messages on {topic}", max_interval=0.05)
+    finally:
+        consumer.close()
+    return got
+
+
+def new_topic(bootstrap: str, partitions: int = 3) -> str:
+    name = f"orders-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, name, partitions)
+    return name
+
+
+class AppStack:
+    """The order service and the processor against one database and topic."""
+
+    def __init__(self, bootstrap: str, database_url: str, log_dir: Path, demo: bool = True,
+                 concurrency: int = 256, partitions: int = 3) -> None:
+        self.bootstrap = bootstrap
+        self.database_url = database_url
+        self.topic = new_topic(bootstrap, partitions)
+        self.group = f"processor-{uuid.uuid4().hex[:6]}"
+        self.order_port = free_port()
+        self.base = f"http://127.0.0.1:{self.order_port}"
+        common = {"KAFKA_BROKERS": bootstrap, "KAFKA_TOPIC": self.topic, "DATABASE_URL": database_url}
+        self.order = service("order", {**common, "PORT": str(self.order_port)}, log_dir)
+        self.processor_env = {**common, "KAFKA_GROUP_ID": self.group, "ORDER_SERVICE_URL": self.base,
+                              "DEMO_MODE": "true" if demo else "false", "PROCESSOR_CONCURRENCY": str(concurrency),
+                              "KAFKA_SESSION_TIMEOUT_MS": "6000", "PORT": str(free_port())}
+        self.log_dir = log_dir
+        self.processor = service("processor", self.processor_env, log_dir)
+
+    def start(self, processor: bool = True) -> AppStack:
+        self.order.start()
+        until(lambda: http_ok(f"{self.base}/ready"), 30, "order service")
+        if processor:
+            self.start_processor()
+        return self
+
+    def start_processor(self) -> Proc:
+        self.processor = service("processor", self.processor_env, self.log_dir).start()
+        port = self.processor_env["PORT"]
+        until(lambda: http_ok(f"http://127.0.0.1:{port}/ready"), 30, "processor joined its group")
+        return self.processor
+
+    def processor_health(self) -> dict[str, Any]:
+        return http_ok(f"http://127.0.0.1:{self.processor_env['PORT']}/health")
+
+    def stats(self) -> dict[str, Any]:
+        return http_ok(f"{self.base}/api/orders/stats")
+
+    def wait_shipped(self, count: int, timeout: float = 60.0) -> dict[str, Any]:
+        def check() -> dict[str, Any]:
+            s = self.stats()
+            if s["by_status"].get("shipped", 0) != count:
+                raise AssertionError(f"shipped {s['by_status']} of {count}")
+            return s
+
+        return until(check, timeout, f"{count} orders shipped")
+
+    def stop(self) -> None:
+        self.processor.stop()
+        self.order.stop()
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    yield from path.read_text(errors="replace").splitlines()

@@ -1,0 +1,142 @@
+"""Orders through order service → outbox → Kafka → processor → shipped, with a real broker and both databases."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from demokit.kafka import ensure_topic
+from demokit.probes import until
+from tests.helpers import AppStack, Broker, post_orders, read_topic, request, sql
+
+
+def _emails(n: int) -> list[str]:
+    domains = ("metalbear.com", "example.org", "customer.io")
+    return [f"user{i}-{uuid.uuid4().hex[:4]}@{domains[i % 3]}" for i in range(n)]
+
+
+def _shipped_once(database_url: str, ids: set[str]) -> None:
+    rows = sql(database_url, "SELECT order_id, COUNT(*) AS n FROM order_status_history WHERE status = 'shipped'"
+                             " GROUP BY order_id")
+    counts = {r["order_id"]: int(r["n"]) for r in rows}
+    assert set(counts) == ids, f"{len(ids - set(counts))} orders never shipped"
+    assert set(counts.values()) == {1}, "an order was shipped more than once"
+
+
+def test_500_orders_ship_exactly_once_with_header_and_key(broker: Broker, database_url: str, log_dir: Path) -> None:
+    stack = AppStack(broker.bootstrap, database_url, log_dir).start()
+    try:
+        emails = _emails(500)
+        orders = post_orders(stack.base, emails)
+        stack.wait_shipped(500, timeout=120)
+        _shipped_once(database_url, {o["id"] for o in orders})
+
+        by_id = {o["id"]: o["customer_email"] for o in orders}
+        messages = read_topic(broker.bootstrap, stack.topic, 500)
+        assert len(messages) == 500
+        for msg in messages:
+            key = msg.key().decode()
+            assert dict(msg.headers())["customer_email"].decode() == by_id[key]
+            assert json.loads(msg.value())["customer_email"] == by_id[key]
+        assert stack.stats()["processed_by"] == {"cluster": 500, "mirrord": 0}
+    finally:
+        stack.stop()
+
+
+def test_processor_killed_midway_loses_no_order_and_leaves_none_stuck(
+    broker: Broker, database_url: str, log_dir: Path
+) -> None:
+    stack = AppStack(broker.bootstrap, database_url, log_dir, concurrency=16).start()
+    try:
+        orders = post_orders(stack.base, _emails(300))
+        until(lambda: _at_least_shipped(stack, 40), 60, "some orders shipped")
+        assert stack.processor.stop(signal.SIGKILL) == -signal.SIGKILL
+        shipped_before = stack.stats()["by_status"].get("shipped", 0)
+        assert shipped_before < 300, "the kill came too late to test anything"
+        stack.start_processor()
+        stack.wait_shipped(300, timeout=120)
+        _shipped_once(database_url, {o["id"] for o in orders})
+    finally:
+        stack.stop()
+
+
+def _at_least_shipped(stack: AppStack, n: int) -> None:
+    shipped = stack.stats()["by_status"].get("shipped", 0)
+    assert shipped >= n, shipped
+
+
+def test_sigterm_releases_inflight_orders_uncommitted(broker: Broker, tmp_path: Path, log_dir: Path) -> None:
+    """Normal mode takes 10 s an order: SIGTERM mid-way must stop at once and leave the work to the next owner."""
+    stack = AppStack(broker.bootstrap, f"sqlite:///{tmp_path / 'db.sqlite'}", log_dir, demo=False).start()
+    try:
+        orders = post_orders(stack.base, _emails(5))
+        until(lambda: _inflight(stack, 5), 30, "5 orders in flight")
+        assert stack.processor.stop(signal.SIGTERM, timeout=8) == 0
+        assert "released 5 in-flight order(s) uncommitted" in stack.processor.log()
+        stack.processor_env["DEMO_MODE"] = "true"
+        stack.start_processor()
+        stack.wait_shipped(5, timeout=60)
+        _shipped_once(stack.database_url, {o["id"] for o in orders})
+    finally:
+        stack.stop()
+
+
+def _inflight(stack: AppStack, n: int) -> None:
+    assert stack.processor_health()["inflight"] == n
+
+
+def test_malformed_message_is_logged_counted_and_skipped(broker: Broker, tmp_path: Path, log_dir: Path) -> None:
+    stack = AppStack(broker.bootstrap, f"sqlite:///{tmp_path / 'db.sqlite'}", log_dir, partitions=1).start()
+    try:
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        producer.produce(stack.topic, key=b"x", value=b"{this is not json", headers={"customer_email": b"x@y.z"})
+        producer.flush(10)
+        orders = post_orders(stack.base, _emails(3))
+        stack.wait_shipped(3)
+        health = stack.processor_health()
+        assert health["malformed"] == 1
+        assert health["received"] == 4
+        assert "skipping malformed message" in stack.processor.log()
+        _shipped_once(stack.database_url, {o["id"] for o in orders})
+    finally:
+        stack.stop()
+
+
+def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
+    database_url: str, log_dir: Path
+) -> None:
+    broker = Broker(log_dir).start()
+    stack = AppStack(broker.bootstrap, database_url, log_dir).start(processor=False)
+    try:
+        broker.stop()
+        during = []
+        start = time.monotonic()
+        for i, email in enumerate(_emails(30)):  # orders keep arriving for 10 s of outage
+            time.sleep(max(0.0, start + i / 3 - time.monotonic()))
+            during.append(request("POST", f"{stack.base}/api/orders", _body(email)))
+        assert {code for code, _ in during} == {201}
+        assert stack.stats()["outbox_unpublished"] == 30
+        # Tansu keeps topics in memory: after a restart the topic must be created again. A real Kafka keeps it.
+        broker = Broker(log_dir, port=broker.port).start()
+        ensure_topic(broker.bootstrap, stack.topic, 3)
+        until(lambda: _outbox_empty(stack), 60, "outbox drained")
+        keys = [m.key().decode() for m in read_topic(broker.bootstrap, stack.topic, 30)]
+        assert sorted(keys) == sorted(o["id"] for _, o in during)
+    finally:
+        stack.stop()
+        broker.stop()
+
+
+def _body(email: str) -> dict[str, object]:
+    from tests.helpers import order_body
+
+    return order_body(email)
+
+
+def _outbox_empty(stack: AppStack) -> None:
+    assert stack.stats()["outbox_unpublished"] == 0
