@@ -35,7 +35,7 @@ def http_ok(url: str, timeout: float = 1.0) -> dict[str, Any]:
     """GET url; 2xx → parsed JSON (or {}), anything else raises."""
     import json
 
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (our own loopback URLs)
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         body = resp.read()
     try:
         return json.loads(body) if body else {}
