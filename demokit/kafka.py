@@ -21,7 +21,7 @@ def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 10.0) -> bool:
     """Create the topic when missing; True when it was created. An existing topic is left as it is."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     if topic in admin.list_topics(timeout=timeout).topics:
         return False
     future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]

@@ -56,7 +56,7 @@ def port_open(host: str, port: int) -> bool:
 def broker_answers(bootstrap: str, timeout: float = 2.0) -> None:
     from confluent_kafka.admin import AdminClient
 
-    AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)}).list_topics(
+    AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0}).list_topics(
         timeout=timeout
     )
 

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from metalmart.orders import PIPELINE
-from metalmart.settings import ProcessorSettings
+from metalmart.settings import ProcessorSettings, bind_host
 from metalmart.web import install_stop_signals
 
 log = logging.getLogger("metalmart.processor")
@@ -355,7 +355,7 @@ async def main(settings: ProcessorSettings | None = None) -> None:
     if settings.health_port:
         runner = web.AppRunner(health_app(proc), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", settings.health_port).start()
+        await web.TCPSite(runner, bind_host(), settings.health_port).start()
     try:
         await proc.run(stop)
     finally:

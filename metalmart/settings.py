@@ -14,6 +14,11 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default).strip() or default
 
 
+def bind_host() -> str:
+    """Address the HTTP services listen on: all interfaces in a container, 127.0.0.1 for the `local` target."""
+    return env_str("HOST", "0.0.0.0")
+
+
 def env_int(name: str, default: int, minimum: int = 0) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:

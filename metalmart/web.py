@@ -51,10 +51,12 @@ def add_probes(app: web.Application, checks: dict[str, Callable[[], Awaitable[No
     app.router.add_get("/ready", ready)
 
 
-def serve(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
+def serve(app: web.Application, port: int) -> None:
     """Run until SIGTERM or SIGINT; aiohttp runs the app's cleanup hooks on the way out."""
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True, access_log=None,
+    from metalmart.settings import bind_host
+
+    web.run_app(app, host=bind_host(), port=port, print=None, handle_signals=True, access_log=None,
                 shutdown_timeout=5.0, reuse_port=False)
 
 

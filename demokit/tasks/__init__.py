@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from demokit.tasks import dev
+from demokit.tasks import dev, stack
 
 ns = Collection()
-for module in (dev,):
+for module in (dev, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
 ns.configure({"run": {"echo": False, "pty": False}})
