@@ -1,0 +1,163 @@
+"""The `local` target through its real commands, on its own ports so a developer's stack is left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from demokit.probes import free_port, http_ok, port_open, until
+from tests.helpers import ROOT, post_orders
+
+SERVICES = ("broker", "order", "catalogue", "processor", "storefront")
+
+
+class LocalTarget:
+    def __init__(self, base: Path, **overrides: Any) -> None:
+        self.inventories = base / "inventories"
+        self.state = base / "state"
+        self.ports = {s: free_port() for s in SERVICES}
+        group_vars = self.inventories / "local" / "group_vars"
+        group_vars.mkdir(parents=True)
+        (self.inventories / "local" / "hosts.yml").write_text((ROOT / "inventories/local/hosts.yml").read_text())
+        values = yaml.safe_load((ROOT / "inventories/local/group_vars/all.yml").read_text())
+        values.update({"local_state_dir": str(self.state), "local_ports": self.ports, **overrides})
+        (group_vars / "all.yml").write_text(yaml.safe_dump(values))
+        self.env = {**os.environ, "METALMART_INVENTORY_DIR": str(self.inventories), "PATH": _path_without_minikube()}
+
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def status(self) -> dict[str, Any]:
+        done = self.run("status", "--target", "local", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def listening(self) -> list[int]:
+        return [p for p in self.ports.values() if port_open("127.0.0.1", p)]
+
+    def stack_processes(self) -> list[psutil.Process]:
+        mine = []
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if str(self.state) in cmd or f":{self.ports['broker']}" in cmd:
+                    mine.append(proc)
+                elif "metalmart" in cmd and (proc.info["environ"] or {}).get("PORT") in {
+                        str(p) for p in self.ports.values()}:
+                    mine.append(proc)
+            except psutil.Error:
+                continue
+        return mine
+
+
+def _path_without_minikube() -> str:
+    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if not (Path(d) / "minikube").exists())
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[LocalTarget]:
+    t = LocalTarget(tmp_path)
+    yield t
+    t.run("teardown", "--target", "local", "--purge")
+
+
+def test_fresh_start_twice_orders_status_teardown(target: LocalTarget) -> None:
+    first = target.run("fresh-start", "--target", "local")
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert f"http://127.0.0.1:{target.ports['storefront']}" in first.stdout
+    assert "DEMO_MODE   on" in first.stdout
+    assert "./run load --rate 20 --duration 120" in first.stdout
+    assert "smoke order shipped" in first.stderr
+    pids = {p["service"]: p["pid"] for p in target.status()["processes"]}
+    assert all(pids.values())
+
+    again = target.run("fresh-start")  # no --target and no minikube: `local`, said in one line
+    assert again.returncode == 0, again.stderr
+    assert "no minikube on this machine: using the `local` target" in again.stderr
+    assert "already up and healthy" in again.stderr
+    assert "(nothing changed)" in again.stdout
+    status = target.status()
+    assert {p["service"]: p["pid"] for p in status["processes"]} == pids, "a second fresh-start restarted something"
+    assert {p["health"] for p in status["processes"]} == {"ready"}
+
+    base = f"http://127.0.0.1:{target.ports['order']}"
+    orders = post_orders(base, [f"local-{i}@metalbear.com" for i in range(20)])
+    until(lambda: _all_shipped(base, 21), 60, "orders shipped")  # 20 + the smoke order
+    assert {o["id"] for o in orders} <= {o["id"] for o in http_ok(f"{base}/api/orders?limit=100")}
+
+    down = target.run("teardown", "--target", "local")
+    assert down.returncode == 0, down.stderr
+    assert target.listening() == []
+    assert target.stack_processes() == []
+    assert target.status()["supervisor"] is False
+
+
+def _all_shipped(base: str, n: int) -> None:
+    assert http_ok(f"{base}/api/orders/stats")["by_status"] == {"shipped": n}
+
+
+def test_a_taken_port_is_named_with_its_holder_and_nothing_starts(target: LocalTarget) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", target.ports["order"]))
+        holder.listen()
+        done = target.run("fresh-start", "--target", "local")
+    assert done.returncode == 5
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr
+    line = errors[0]
+    assert f"port {target.ports['order']} (order) is already in use by pid {os.getpid()}" in line
+    assert target.stack_processes() == []
+    assert not (target.state / "supervisor.sock").exists()
+
+
+def test_a_service_that_never_gets_ready_shows_its_log_and_everything_stops(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path, processor_concurrency=0)  # the processor refuses to start
+    try:
+        done = target.run("fresh-start", "--target", "local")
+        assert done.returncode == 4, done.stderr
+        assert "processor did not become ready" in done.stderr
+        assert "PROCESSOR_CONCURRENCY=0 is below 1" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert target.listening() == []
+        assert target.stack_processes() == []
+    finally:
+        target.run("teardown", "--target", "local", "--purge")
+
+
+def test_ctrl_c_during_start_up_stops_what_was_started(target: LocalTarget) -> None:
+    proc = target.start("fresh-start", "--target", "local")
+    until(lambda: _assert(port_open("127.0.0.1", target.ports["broker"])), 30, "the broker started")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopping what was started" in err
+    assert target.listening() == []
+    assert target.stack_processes() == []
+
+
+def test_an_unknown_target_is_one_line(target: LocalTarget) -> None:
+    done = target.run("status", "--target", "atlantis")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: no target 'atlantis'")
+    assert "Traceback" not in done.stderr
+
+
+def _assert(cond: bool) -> None:
+    assert cond
