@@ -56,10 +56,9 @@ class LocalTarget:
         for proc in psutil.process_iter(["cmdline", "environ"]):
             try:
                 cmd = " ".join(proc.info["cmdline"] or [])
-                if str(self.state) in cmd or f":{self.ports['broker']}" in cmd:
-                    mine.append(proc)
-                elif "metalmart" in cmd and (proc.info["environ"] or {}).get("PORT") in {
-                        str(p) for p in self.ports.values()}:
+                port = (proc.info["environ"] or {}).get("PORT")
+                ours = str(self.state) in cmd or f":{self.ports['broker']}" in cmd
+                if ours or ("metalmart" in cmd and port in {str(p) for p in self.ports.values()}):
                     mine.append(proc)
             except psutil.Error:
                 continue

@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from demokit.tasks import dev, stack
+from demokit.tasks import dev, load, stack
 
 ns = Collection()
-for module in (dev, stack):
+for module in (dev, load, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
 ns.configure({"run": {"echo": False, "pty": False}})

@@ -1,0 +1,148 @@
+"""`./run load`: the open-loop load generator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from invoke import Context, task
+from rich.live import Live
+from rich.table import Table
+
+from demokit import targets
+from demokit.errors import INTERRUPTED, USAGE, UserError, friendly
+from demokit.load import LoadConfig, LoadRun, check_target, fetch_products
+from demokit.tasks.common import err, out, say
+
+
+def _urls(target_name: str | None, base_url: str | None) -> tuple[str, str | None]:
+    if base_url:
+        return base_url, None
+    target = targets.resolve(target_name, say)
+    if target.kind == "local":
+        ports = target.get("local_ports", {})
+        return f"http://127.0.0.1:{ports['order']}", f"http://127.0.0.1:{ports['catalogue']}"
+    raise UserError(f"target {target.name!r} is a {target.kind} target: give --base-url (e.g. after "
+                    "`kubectl -n metalmart port-forward deploy/order 8084`)", USAGE)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"load run {report['run_id']} against {report['base_url']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("target rate", f"{report['target_rate']:g}/s"), ("achieved rate", f"{report['achieved_rate']:.2f}/s"),
+        ("scheduled", report["scheduled"]), ("sent", report["sent"]), ("succeeded", report["succeeded"]),
+        ("failed", report["failed"]), ("dropped (in-flight limit)", report["dropped"]),
+        ("latency p50 / p90 / p99 / max",
+         " / ".join(f"{report['latency_ms'][k]:.1f}" for k in ("p50", "p90", "p99", "max")) + " ms"),
+        ("send lag p50 / p99", f"{report['send_lag_ms']['p50']:.2f} / {report['send_lag_ms']['p99']:.2f} ms"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    for cls, n in sorted(report["errors"].items()):
+        table.add_row(f"  failure: {cls}", str(n))
+    return table
+
+
+def _counts(run: LoadRun) -> str:
+    s = run.stats
+    p99 = s.latency.get_value_at_percentile(99) / 1000 if s.latency.get_total_count() else 0.0
+    return (f"sent {s.sent}  ok {s.succeeded}  failed {s.failed}  dropped {s.dropped}  "
+            f"rate {s.current_rate(time.monotonic()):.1f}/s  p99 {p99:.1f} ms")
+
+
+async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
+    await check_target(config.base_url)
+    products, source = await fetch_products(config.catalogue_url)
+    say(f"load: {config.rate:g} orders/s for {config.duration:g} s ({config.scheduled_total} orders) to "
+        f"{config.base_url}; e-mails @{config.email_domain} (match ratio {config.match_ratio:g}); "
+        f"products from the {source}; run id {config.run_id}")
+    run = LoadRun(config, products)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    worker = asyncio.create_task(run.run(on_tick=None))
+    loop.add_signal_handler(signal.SIGINT, worker.cancel)
+    try:
+        if interactive:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(TextColumn("[bold]load"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TextColumn("{task.fields[line]}"), TimeRemainingColumn(), console=err)
+            bar = progress.add_task("load", total=config.scheduled_total, line="")
+            with Live(progress, console=err, refresh_per_second=4):
+                while not worker.done():
+                    progress.update(bar, completed=run.stats.scheduled, line=_counts(run))
+                    await asyncio.wait({worker}, timeout=0.25)
+                progress.update(bar, completed=run.stats.scheduled)
+        else:
+            elapsed = 0.0
+            while not worker.done():
+                await asyncio.wait({worker}, timeout=5.0)
+                elapsed += 5.0
+                if not worker.done():
+                    say(f"{elapsed:5.0f} s  scheduled {run.stats.scheduled}/{config.scheduled_total}  {_counts(run)}")
+        await worker
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    if worker.cancelled():
+        run.interrupted = True
+    return run
+
+
+@task(
+    help={
+        "rate": "orders per second (fractions allowed), e.g. 20",
+        "duration": "seconds to run, e.g. 120",
+        "base_url": "order service URL; default: the target's",
+        "target": "an inventory under inventories/; default: minikube if installed, else local",
+        "email_domain": "domain of the e-mails that match the demo filter (metalbear.com)",
+        "match_ratio": "share of orders whose e-mail matches the filter, 0..1 (1.0); the rest use example.com",
+        "email_user": "e-mails NAME+<run>-<n>@<domain>, so one person's mirrord filter catches exactly theirs",
+        "json": "also write the report as JSON to this path",
+        "max_inflight": "orders in flight at most; a due order beyond it is dropped and counted (1024)",
+        "in_cluster": "run the generator as a Kubernetes Job (cluster targets)",
+    },
+)
+@friendly
+def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str | None = None,
+         target: str | None = None, email_domain: str = "metalbear.com", match_ratio: float = 1.0,
+         email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
+         in_cluster: bool = False) -> None:
+    """Stream orders at an exact rate (open loop) and account for every one of them."""
+    if in_cluster:
+        raise UserError("--in-cluster needs a cluster target, which this build does not drive yet; "
+                        "use --base-url with a port-forward", USAGE)
+    url, catalogue = _urls(target, base_url)
+    config = LoadConfig(rate=float(rate), duration=float(duration), base_url=url, catalogue_url=catalogue,
+                        email_domain=email_domain, match_ratio=float(match_ratio), email_user=email_user,
+                        max_inflight=int(max_inflight))
+    config.check()
+    json_path = Path(json) if json else None
+    if json_path is not None and not json_path.parent.exists():
+        raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist", USAGE)
+    run = asyncio.run(_run(config, interactive=sys.stderr.isatty()))
+    report = run.report()
+    out.print(summary_table(report))
+    if json_path is not None:
+        json_path.write_text(_dumps(report))
+        say(f"report written to {json_path}")
+    if run.interrupted:
+        from invoke.exceptions import Exit
+
+        raise Exit("interrupted: the summary above counts every order scheduled so far", code=INTERRUPTED)
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+TASKS = {"load": load}

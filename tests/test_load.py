@@ -1,0 +1,164 @@
+"""The load generator through `./run load`, against a stub order service in its own process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demokit.probes import free_port, http_ok, until
+from tests.helpers import ROOT, Proc
+
+
+class Stub:
+    def __init__(self, log_dir: Path, delay_ms: float = 0.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc("stub", [sys.executable, "-m", "benchmarks.stub", "--port", str(self.port),
+                                  "--delay-ms", str(delay_ms)], None, log_dir).start()
+        until(lambda: http_ok(f"{self.url}/health"), 20, "stub")
+
+    def emails(self) -> list[str]:
+        return http_ok(f"{self.url}/_emails")  # type: ignore[return-value]
+
+
+@pytest.fixture
+def stub(log_dir: Path) -> Iterator[Stub]:
+    s = Stub(log_dir)
+    yield s
+    s.proc.stop()
+
+
+def load(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", "load", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def report(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    assert data["scheduled"] == data["sent"] + data["dropped"]
+    assert data["sent"] == data["succeeded"] + data["failed"]
+    return data
+
+
+def test_rate_accounting_and_report(stub: Stub, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    done = load("--rate", "40", "--duration", "2.5", "--base-url", stub.url, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    data = report(out)
+    assert set(data) >= {"target_rate", "duration_s", "scheduled", "sent", "succeeded", "failed", "dropped",
+                         "achieved_rate", "latency_ms", "send_lag_ms", "errors", "status_codes", "base_url",
+                         "run_id", "started_at"}
+    assert (data["scheduled"], data["succeeded"], data["dropped"]) == (100, 100, 0)
+    assert data["status_codes"] == {"201": 100}
+    assert abs(data["achieved_rate"] - 40) < 0.4
+    assert set(data["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    emails = stub.emails()
+    assert len(set(emails)) == 100, "every e-mail in a run is unique"
+    assert all(data["run_id"] in e and e.endswith("@metalbear.com") for e in emails)
+    assert "achieved rate" in done.stdout  # the summary table
+
+
+def test_match_ratio_and_email_user(stub: Stub, tmp_path: Path) -> None:
+    done = load("--rate", "100", "--duration", "1", "--base-url", stub.url, "--match-ratio", "0.25",
+                "--email-user", "alice", "--email-domain", "metalbear.com")
+    assert done.returncode == 0, done.stderr
+    emails = stub.emails()
+    assert len(emails) == 100
+    assert sum(e.endswith("@metalbear.com") for e in emails) == 25
+    assert all(e.startswith("alice+") for e in emails)
+
+
+def test_a_full_in_flight_limit_drops_and_counts(log_dir: Path, tmp_path: Path) -> None:
+    slow = Stub(log_dir, delay_ms=1000)
+    try:
+        out = tmp_path / "r.json"
+        done = load("--rate", "50", "--duration", "1", "--base-url", slow.url, "--max-inflight", "5",
+                    "--json", str(out))
+        assert done.returncode == 0, done.stderr
+        data = report(out)
+        assert data["scheduled"] == 50
+        assert data["sent"] == 5
+        assert data["dropped"] == 45
+        assert data["latency_ms"]["p50"] >= 1000
+    finally:
+        slow.proc.stop()
+
+
+def test_a_service_dying_mid_run_is_counted_as_failures(stub: Stub, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "load", "--rate", "50", "--duration", "3",
+                             "--base-url", stub.url, "--json", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    until(lambda: _at_least(stub, 20), 20, "20 orders arrived")
+    stub.proc.stop(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    data = report(out)
+    assert data["scheduled"] == 150
+    assert data["failed"] > 0
+    assert set(data["errors"]) <= {"refused", "disconnected"}
+
+
+def _at_least(stub: Stub, n: int) -> None:
+    assert len(stub.emails()) >= n
+
+
+def test_unreachable_target_fails_fast_in_one_line() -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    done = load("--rate", "10", "--duration", "5", "--base-url", f"http://127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 5 + 3  # the generator's own check gives up within 5 s (interpreter start aside)
+    assert done.returncode == 3
+    assert f"cannot reach the order service at http://127.0.0.1:{port}/health (refused" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "0"], "--rate must be a number above 0"),
+        (["--duration", "-3"], "--duration must be seconds above 0"),
+        (["--match-ratio", "1.5"], "--match-ratio must be between 0 and 1"),
+        (["--email-user", "a@b"], "--email-user must be a plain name"),
+        (["--base-url", "localhost:8084"], "--base-url must start with http://"),
+    ],
+)
+def test_invalid_options_exit_2_with_one_line(args: list[str], message: str) -> None:
+    base = ["--base-url", "http://127.0.0.1:9"] if "--base-url" not in args else []
+    done = load(*base, *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_ctrl_c_exits_130_with_a_summary_that_adds_up(stub: Stub, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "load", "--rate", "20", "--duration", "60",
+                             "--base-url", stub.url, "--json", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    until(lambda: _at_least(stub, 10), 20, "10 orders arrived")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "achieved rate" in stdout
+    data = report(out)
+    assert data["interrupted"] is True
+    assert 10 <= data["scheduled"] < 1200
+
+
+def test_the_original_command_line_still_works(stub: Stub) -> None:
+    done = subprocess.run([sys.executable, "scripts/load_generator.py", "20", "1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "BASE_URL": stub.url})
+    assert done.returncode == 0, done.stderr
+    assert len(stub.emails()) == 20
