@@ -2,10 +2,11 @@
 
 from invoke import Collection
 
-from demokit.tasks import dev, load, stack
+from demokit.tasks import bench, dev, load, metrics, stack
 
 ns = Collection()
-for module in (dev, load, stack):
+for module in (dev, load, metrics, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
+ns.add_collection(bench.ns)
 ns.configure({"run": {"echo": False, "pty": False}})

@@ -1,0 +1,107 @@
+"""`./run metrics` against the real broker: exact offsets and lag, mirrord topics classified, full lag before commits.
+
+Messages are produced one record per batch (flush after each): Tansu reports a partition's end offset as the base
+offset of its last batch + 1, which is the true end offset only when every batch holds one record.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from demokit.kafka import ensure_topic
+from demokit.metrics import Collector, topic_role
+from demokit.probes import free_port
+from tests.helpers import ROOT, Broker
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("order.created", ("original", "order.created")),
+        ("mirrord-tmp-8dk2jw7q1x-order.created", ("mirrord-local", "order.created")),
+        ("mirrord-tmp-8dk2jw7q1x-fallback-order.created", ("mirrord-fallback", "order.created")),
+        ("payments", None),
+    ],
+)
+def test_topics_are_classified_as_the_operator_names_them(name: str, expected: tuple[str, str] | None) -> None:
+    assert topic_role(name, "order.created") == expected
+
+
+def _produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition, count in per_partition.items():
+        for i in range(count):
+            producer.produce(topic, value=f"m{i}".encode(), partition=partition)
+            producer.flush(10)  # one record per batch: see the module docstring
+
+
+def _commit(bootstrap: str, group: str, offsets: list[TopicPartition]) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer.assign(offsets)
+    consumer.commit(offsets=offsets, asynchronous=False)
+    consumer.close()
+
+
+def test_exact_offsets_lag_and_temporary_topics(broker: Broker) -> None:
+    original = f"orders-{uuid.uuid4().hex[:6]}"
+    local_tmp = f"mirrord-tmp-q7w8e9r0t1-{original}"
+    fallback_tmp = f"mirrord-tmp-q7w8e9r0t1-fallback-{original}"
+    for topic in (original, local_tmp, fallback_tmp, f"unrelated-{uuid.uuid4().hex[:4]}"):
+        ensure_topic(broker.bootstrap, topic, 3 if topic == original else 1)
+    _produce(broker.bootstrap, original, {0: 5, 1: 3, 2: 0})
+    _produce(broker.bootstrap, local_tmp, {0: 2})
+    _produce(broker.bootstrap, fallback_tmp, {0: 4})
+    reader = f"reader-{uuid.uuid4().hex[:6]}"
+    _commit(broker.bootstrap, reader, [TopicPartition(original, 0, 2), TopicPartition(original, 1, 3)])
+    session = f"session-{uuid.uuid4().hex[:6]}"
+    _commit(broker.bootstrap, session, [TopicPartition(local_tmp, 0, 1)])
+    processor_group = f"processor-{uuid.uuid4().hex[:6]}"  # never committed
+
+    snap = Collector(broker.bootstrap, original, processor_group, None).snapshot()
+    assert snap["errors"] == {}
+    topics = {t["name"]: t for t in snap["topics"]}
+    assert set(topics) == {original, local_tmp, fallback_tmp}
+    assert [p["end_offset"] for p in topics[original]["partitions"]] == [5, 3, 0]
+    assert topics[original]["end_offset_total"] == 8
+    assert (topics[local_tmp]["role"], topics[local_tmp]["splits"]) == ("mirrord-local", original)
+    assert (topics[fallback_tmp]["role"], topics[fallback_tmp]["end_offset_total"]) == ("mirrord-fallback", 4)
+
+    groups = {g["group"]: g for g in snap["consumer_groups"]}
+    assert [(p["partition"], p["committed"], p["end_offset"], p["lag"]) for p in groups[reader]["partitions"]] == [
+        (0, 2, 5, 3), (1, 3, 3, 0)]
+    assert groups[reader]["lag_total"] == 3
+    assert groups[session]["lag_total"] == 1
+    assert groups[processor_group]["lag_total"] == 8, "a group with no commits is behind by everything"
+    assert {p["committed"] for p in groups[processor_group]["partitions"]} == {None}
+
+
+def _metrics(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", "metrics", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_json_only_on_stdout_and_a_missing_order_service_is_named(broker: Broker) -> None:
+    ensure_topic(broker.bootstrap, "order.created", 3)
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = _metrics("--bootstrap", broker.bootstrap, "--order-url", dead, "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert {"collected_at", "bootstrap", "topics", "consumer_groups", "orders"} <= set(data)
+    assert data["orders"] is None
+    assert dead in data["errors"]["order_service"]
+    assert any(t["name"] == "order.created" and t["role"] == "original" for t in data["topics"])
+    assert "order_service unreachable" in done.stderr
+
+
+def test_nothing_reachable_is_one_line_and_non_zero() -> None:
+    done = _metrics("--bootstrap", f"127.0.0.1:{free_port()}", "--order-url", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 3
+    assert done.stderr.strip().startswith("error: nothing could be collected")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
