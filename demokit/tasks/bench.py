@@ -21,4 +21,16 @@ def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0)
     main(float(seconds), float(processor_seconds))
 
 
-ns = Collection("bench", load, pipeline)
+@task(help={"target": "a running local target (local)", "rounds": "snapshots to time (20)"})
+def metrics(c: Context, target: str = "local", rounds: int = 20) -> None:
+    """One metrics snapshot against the running stack, as a ratio to the bare AdminClient calls it makes."""
+    from benchmarks.metrics_bench import main
+    from demokit import targets
+
+    t = targets.load(target)
+    ports = t.get("local_ports", {})
+    main(f"127.0.0.1:{ports['broker']}", str(t.get("kafka_topic")), str(t.get("kafka_group_id")),
+         f"http://127.0.0.1:{ports['order']}", int(rounds))
+
+
+ns = Collection("bench", load, pipeline, metrics)
