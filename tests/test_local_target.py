@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from demokit.probes import free_port, http_ok, port_open, until
-from tests.helpers import ROOT, post_orders
+from tests.helpers import ROOT
 
 SERVICES = ("broker", "order", "catalogue", "processor", "storefront")
 
@@ -97,9 +97,26 @@ def test_fresh_start_twice_orders_status_teardown(target: LocalTarget) -> None:
     assert {p["health"] for p in status["processes"]} == {"ready"}
 
     base = f"http://127.0.0.1:{target.ports['order']}"
-    orders = post_orders(base, [f"local-{i}@metalbear.com" for i in range(20)])
+    report_path = target.state.parent / "load.json"
+    loaded = target.run("load", "--target", "local", "--rate", "20", "--duration", "1", "--email-user", "local",
+                        "--json", str(report_path))
+    assert loaded.returncode == 0, loaded.stderr
+    report = json.loads(report_path.read_text())
+    assert (report["scheduled"], report["succeeded"], report["base_url"]) == (20, 20, base)
+    assert "products from the catalogue" in loaded.stderr
     until(lambda: _all_shipped(base, 21), 60, "orders shipped")  # 20 + the smoke order
-    assert {o["id"] for o in orders} <= {o["id"] for o in http_ok(f"{base}/api/orders?limit=100")}
+    mine = http_ok(f"{base}/api/orders?limit=100")
+    assert sum(o["customer_email"].startswith("local+") for o in mine) == 20
+
+    def drained() -> dict[str, Any]:
+        snap = json.loads(target.run("metrics", "--target", "local", "--json").stdout)
+        group = {g["group"]: g for g in snap["consumer_groups"]}["order-processor"]
+        assert group["lag_total"] == 0, group
+        return snap
+
+    snap = until(drained, 30, "the processor's group has committed everything")
+    assert snap["orders"]["processed_by"] == {"cluster": 21, "mirrord": 0}
+    assert [t["role"] for t in snap["topics"]] == ["original"]
 
     down = target.run("teardown", "--target", "local")
     assert down.returncode == 0, down.stderr
