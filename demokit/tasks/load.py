@@ -80,7 +80,7 @@ async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
                 while not worker.done():
                     progress.update(bar, completed=run.stats.scheduled, line=_counts(run))
                     await asyncio.wait({worker}, timeout=0.25)
-                progress.update(bar, completed=run.stats.scheduled)
+                progress.update(bar, completed=run.stats.scheduled, line=_counts(run))
         else:
             elapsed = 0.0
             while not worker.done():
