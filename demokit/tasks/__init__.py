@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from demokit.tasks import bench, dev, load, metrics, stack
+from demokit.tasks import bench, dev, load, metrics, render, stack
 
 ns = Collection()
-for module in (dev, load, metrics, stack):
+for module in (dev, load, metrics, render, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
 ns.add_collection(bench.ns)

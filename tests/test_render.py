@@ -1,0 +1,86 @@
+"""The mirrord config and the queue-splitting resources, rendered offline and validated against mirrord's own
+schemas (../shared/mirrord, from MetalBear's repositories)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from demokit import render, targets
+from demokit.errors import UserError
+from tests.helpers import ROOT
+
+SHARED = ROOT.parent / "shared" / "mirrord"
+needs_shared = pytest.mark.skipif(not (SHARED / "mirrord-schema.json").exists(),
+                                  reason="../shared/mirrord (mirrord's schemas) is not beside this checkout")
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return json.loads((SHARED / name).read_text())
+
+
+def _minikube(**overrides: Any) -> targets.Target:
+    t = targets.load("minikube")
+    return replace(t, vars={**t.vars, **overrides})
+
+
+def test_the_committed_mirrord_config_is_the_rendered_one() -> None:
+    committed = json.loads((ROOT / ".mirrord/order-processor.json").read_text())
+    assert committed == render.mirrord_config(targets.load("minikube"))
+
+
+@needs_shared
+def test_the_mirrord_config_validates_against_mirrords_schema() -> None:
+    config = render.mirrord_config(_minikube(), email_filter=r"^alice\+.*@metalbear\.com$")
+    jsonschema.Draft202012Validator(_schema("mirrord-schema.json")).validate(config)
+    assert config["operator"] is True
+    assert config["target"] == {"path": {"deployment": "order-processor"}, "namespace": "metalmart"}
+    split = config["feature"]["split_queues"]["order-created"]
+    assert split == {"queue_type": "Kafka", "message_filter": {"customer_email": r"^alice\+.*@metalbear\.com$"}}
+
+
+@needs_shared
+@pytest.mark.parametrize("model", ["current", "legacy"])
+def test_splitting_resources_validate_and_share_the_queue_id(model: str) -> None:
+    docs = render.split_resources(_minikube(mirrord_splitting_model=model))
+    schemas = {"MirrordPropertyList": "crd-schema-MirrordPropertyList-v1.json",
+               "MirrordSplitConfig": "crd-schema-MirrordSplitConfig-v1.json",
+               "MirrordKafkaClientConfig": "crd-schema-MirrordKafkaClientConfig-v1alpha.json",
+               "MirrordKafkaTopicsConsumer": "crd-schema-MirrordKafkaTopicsConsumer-v1alpha.json"}
+    for doc in docs:
+        jsonschema.Draft202012Validator(_schema(schemas[doc["kind"]])).validate(doc)
+    queue_id = render.mirrord_config(_minikube())["feature"]["split_queues"]
+    by_kind = {d["kind"]: d for d in docs}
+    if model == "current":
+        split = by_kind["MirrordSplitConfig"]["spec"]
+        assert [q["id"] for q in split["queues"]] == list(queue_id)
+        assert split["queues"][0]["clientConfig"] == by_kind["MirrordPropertyList"]["metadata"]["name"]
+        names = [p["name"] for p in by_kind["MirrordPropertyList"]["spec"]["properties"]]
+        assert "group.id" not in names, "the operator manages the group id"
+    else:
+        consumer = by_kind["MirrordKafkaTopicsConsumer"]
+        assert [t["id"] for t in consumer["spec"]["topics"]] == list(queue_id)
+        topic = consumer["spec"]["topics"][0]
+        assert "groupIdSources" in topic and "applicationIdSources" not in topic
+        assert topic["groupIdSources"][0]["directEnvVar"]["variable"] == "KAFKA_GROUP_ID"
+        assert by_kind["MirrordKafkaClientConfig"]["metadata"]["namespace"] == "mirrord", "the operator's namespace"
+
+
+def test_a_filter_mirrord_would_reject_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "invoke", "render", "--out", str(tmp_path), "--email-filter", "("],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "is not a valid regex" in done.stderr
+    assert not (tmp_path / ".mirrord").exists()
+
+
+def test_an_empty_filter_is_refused_because_it_would_match_nothing() -> None:
+    with pytest.raises(UserError, match="is empty"):
+        render.mirrord_config(_minikube(mirrord_email_filter=""))
