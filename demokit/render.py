@@ -22,19 +22,19 @@ SPLIT_TEMPLATES = {
 }
 
 
-def _to_nice_json(value: Any) -> str:
+def to_nice_json(value: Any) -> str:
     return json.dumps(value, indent=4, sort_keys=True)
 
 
-def _to_nice_yaml(value: Any) -> str:
+def to_nice_yaml(value: Any) -> str:
     return yaml.safe_dump(value, indent=4, sort_keys=True, allow_unicode=True, default_flow_style=False)
 
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    env.filters["to_nice_json"] = _to_nice_json
-    env.filters["to_nice_yaml"] = _to_nice_yaml
+    env.filters["to_nice_json"] = to_nice_json
+    env.filters["to_nice_yaml"] = to_nice_yaml
     return env
 
 
@@ -78,11 +78,11 @@ def write(out: Path, target: Target, email_filter: str | None = None) -> list[Pa
     written = []
     (out / ".mirrord").mkdir(parents=True, exist_ok=True)
     path = out / ".mirrord" / "order-processor.json"
-    path.write_text(_to_nice_json(config) + "\n")
+    path.write_text(to_nice_json(config) + "\n")
     written.append(path)
     (out / "manifests").mkdir(parents=True, exist_ok=True)
     for doc in split_resources(target):
         path = out / "manifests" / f"{doc['kind'].lower()}-{doc['metadata']['name']}.yaml"
-        path.write_text(_to_nice_yaml(doc))
+        path.write_text(to_nice_yaml(doc))
         written.append(path)
     return written

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from demokit.kafka import ensure_topic
 from demokit.probes import until
-from tests.helpers import AppStack, Broker, post_orders, read_topic, request, sql
+from tests.helpers import AppStack, Broker, order_body, post_orders, read_topic, request, sql
 
 
 def _emails(n: int) -> list[str]:
@@ -118,7 +118,7 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
         start = time.monotonic()
         for i, email in enumerate(_emails(30)):  # orders keep arriving for 10 s of outage
             time.sleep(max(0.0, start + i / 3 - time.monotonic()))
-            during.append(request("POST", f"{stack.base}/api/orders", _body(email)))
+            during.append(request("POST", f"{stack.base}/api/orders", order_body(email)))
         assert {code for code, _ in during} == {201}
         assert stack.stats()["outbox_unpublished"] == 30
         # Tansu keeps topics in memory: after a restart the topic must be created again. A real Kafka keeps it.
@@ -130,12 +130,6 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
     finally:
         stack.stop()
         broker.stop()
-
-
-def _body(email: str) -> dict[str, object]:
-    from tests.helpers import order_body
-
-    return order_body(email)
 
 
 def _outbox_empty(stack: AppStack) -> None:

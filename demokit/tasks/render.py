@@ -27,7 +27,7 @@ def render(c: Context, target: str = "minikube", out: str = "rendered", email_fi
 def mirrord_config(c: Context, target: str = "minikube", email_filter: str | None = None) -> None:
     """Write .mirrord/order-processor.json for your session (only orders matching the filter reach you)."""
     path = renderer.ROOT / ".mirrord" / "order-processor.json"
-    text = renderer._to_nice_json(renderer.mirrord_config(targets.load(target), email_filter)) + "\n"
+    text = renderer.to_nice_json(renderer.mirrord_config(targets.load(target), email_filter)) + "\n"
     if path.exists() and path.read_text() == text:
         say(f"{path} is up to date; nothing changed")
         return
