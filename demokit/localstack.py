@@ -29,6 +29,7 @@ from demokit import probes
 from demokit.errors import CONFLICT, NOT_READY, UserError
 from demokit.kafka import ensure_topic, tansu_command
 from demokit.targets import Target
+from metalmart.smoke import SmokeFailed, smoke
 
 SERVICES = ("broker", "order", "catalogue", "processor", "storefront")
 Say = Callable[[str], None]
@@ -248,34 +249,12 @@ class LocalStack:
 
     def smoke_order(self, say: Say, timeout: float = 60.0) -> dict[str, Any]:
         """One order from the order service to `shipped`, through the broker and the processor."""
-        import urllib.request
-
-        body = json.dumps({
-            "customer_email": "smoke-test@metalbear.com", "customer_name": "Smoke Test",
-            "shipping_address": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip_code": "62701",
-                                 "country": "US"},
-            "items": [{"product_id": "MM-HAMMER-02", "product_name": "Cross-Peen Hammer 1 kg", "quantity": 1,
-                       "price": 42.5}],
-        }).encode()
         with _step(say, "smoke order shipped"):
-            req = urllib.request.Request(f"{self.url('order')}/api/orders", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                order = json.loads(resp.read())
-            status_url = f"{self.url('order')}/api/orders/{order['id']}/status"
-
-            def shipped() -> dict[str, Any]:
-                status = probes.http_ok(status_url)
-                if status["status"] != "shipped":
-                    raise probes.NotReady(f"order {order['order_number']} is {status['status']}")
-                return status
-
             try:
-                probes.until(shipped, timeout, "the smoke order")
-            except probes.NotReady as exc:
+                return smoke(self.url("order"), timeout)
+            except SmokeFailed as exc:
                 raise UserError(f"{exc}; the processor's last log lines:\n{tail(self.log_path('processor'))}",
                                 NOT_READY) from None
-        return order
 
     # ---- teardown -------------------------------------------------------------------------------------------------
 

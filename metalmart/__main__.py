@@ -1,4 +1,4 @@
-"""`python -m metalmart order|processor|catalogue|storefront|seed`: one image, one entry point per service."""
+"""`python -m metalmart order|processor|catalogue|storefront|seed|smoke`: one image, one entry point per service."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import logging
 import sys
 
 from metalmart.settings import SettingsError
+from metalmart.smoke import SmokeFailed
 
-SERVICES = ("order", "processor", "catalogue", "storefront", "seed")
+SERVICES = ("order", "processor", "catalogue", "storefront", "seed", "smoke")
 
 
-def _run(service: str) -> None:
+def _run(service: str, timeout: float) -> None:
     from metalmart import web
 
     if service == "order":
@@ -52,12 +53,19 @@ def _run(service: str) -> None:
                 await database.close()
 
         print(json.dumps(asyncio.run(go())))
+    elif service == "smoke":
+        from metalmart.settings import env_str
+        from metalmart.smoke import smoke
+
+        order = smoke(env_str("ORDER_SERVICE_URL", "http://127.0.0.1:8084"), timeout)
+        print(f"order {order['order_number']} shipped (processed by {order.get('processed_by') or 'cluster'})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metalmart", description=__doc__)
     parser.add_argument("service", choices=SERVICES)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--timeout", type=float, default=60.0, help="smoke: seconds the order may take to ship")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stdout,
@@ -65,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        _run(args.service)
+        _run(args.service, args.timeout)
+    except SmokeFailed as exc:
+        print(f"metalmart smoke: {exc}", file=sys.stderr)
+        return 1
     except SettingsError as exc:
         print(f"metalmart {args.service}: {exc}", file=sys.stderr)
         return 2

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from invoke import Context, task
 
+from demokit import images, targets
 from demokit import render as renderer
-from demokit import targets
 from demokit.errors import friendly
 from demokit.tasks.common import say
 
@@ -16,8 +16,8 @@ from demokit.tasks.common import say
             "email_filter": "regex on the customer_email header for your session (default: the inventory's)"})
 @friendly
 def render(c: Context, target: str = "minikube", out: str = "rendered", email_filter: str | None = None) -> None:
-    """Render the mirrord config and the queue-splitting resources of a target into --out."""
-    for path in renderer.write(Path(out), targets.load(target), email_filter):
+    """Write every manifest and the mirrord config a cluster target would apply into --out (offline, no cluster)."""
+    for path in renderer.write(Path(out), targets.load(target), email_filter, images.content_tag()):
         say(f"wrote {path}")
 
 
