@@ -1,0 +1,110 @@
+"""One line per step (a role, or a play's own tasks) for people: `n/m name  time  changed|unchanged`, written to
+stderr while Ansible's own output goes to the log file. Enabled by ./run (ANSIBLE_CALLBACKS_ENABLED)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = """
+    name: metalmart_steps
+    type: notification
+    short_description: one line per step of a MetalMart playbook
+    description: Prints n/m, the step, the time it took and whether it changed anything, on stderr.
+    requirements: [enable in configuration]
+"""
+
+HELPERS = {"k8s_objects"}
+
+
+def _will_be_rescued(task) -> bool:
+    """A failure inside a block that has a rescue section is handled there (which reports it)."""
+    parent = task._parent
+    while parent is not None:
+        body = getattr(parent, "block", None) or []
+        if getattr(parent, "rescue", None) and any(getattr(t, "_uuid", None) == task._uuid for t in body):
+            return True
+        parent = getattr(parent, "_parent", None)
+    return False
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "metalmart_steps"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.done = 0
+        self.step: str | None = None
+        self.started = 0.0
+        self.changed = False
+        self.changed_total = 0
+        self.notes: list[str] = []
+        self.tty = sys.stderr.isatty()
+
+    def _out(self, line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def v2_playbook_on_start(self, playbook) -> None:
+        names = []
+        for play in playbook.get_plays():
+            roles = [r.get_name() for r in play.get_roles() if r.get_name() not in HELPERS]
+            names += roles or [play.get_name()]
+        self.total = len(names)
+
+    def _step_of(self, task) -> str:
+        role = task._role.get_name() if task._role else None
+        if role in HELPERS and self.step:
+            return self.step
+        return role or (task._parent._play.get_name() if task._parent else "tasks")
+
+    def _finish(self, failed: str | None = None) -> None:
+        if self.step is None:
+            return
+        self.done += 1
+        took = time.monotonic() - self.started
+        state = "FAILED" if failed else ("changed" if self.changed else "unchanged")
+        self._out(f"  {self.done:>2}/{self.total} {self.step:<18} {took:6.1f} s  {state}")
+        for note in self.notes:
+            self._out(f"        {note}")
+        if failed:
+            self._out(f"        {failed}")
+        self.step, self.notes, self.changed = None, [], False
+
+    def v2_playbook_on_task_start(self, task, is_conditional) -> None:
+        step = self._step_of(task)
+        if step != self.step:
+            self._finish()
+            self.step, self.started = step, time.monotonic()
+
+    def v2_runner_on_ok(self, result) -> None:
+        if result._result.get("changed"):
+            self.changed = True
+            self.changed_total += 1
+        msg = result._result.get("msg")
+        if result._task.action in ("debug", "ansible.builtin.debug") and isinstance(msg, str):
+            self.notes.append(msg)
+
+    def v2_runner_item_on_ok(self, result) -> None:
+        if result._result.get("changed"):
+            self.changed = True
+
+    def v2_runner_on_failed(self, result, ignore_errors=False) -> None:
+        if ignore_errors:
+            return
+        msg = result._result.get("msg") or result._result.get("stderr") or "failed"
+        if not _will_be_rescued(result._task):
+            self._finish(failed=msg if isinstance(msg, str) else "; ".join(map(str, msg)))
+
+    def v2_playbook_on_stats(self, stats) -> None:
+        self._finish()
+        failed = any(stats.failures.values()) or any(stats.dark.values())
+        summary = {h: stats.summarize(h) for h in stats.processed}
+        changed = sum(s["changed"] for s in summary.values())
+        self._out(f"  {'failed' if failed else 'done'}: changed={changed}")

@@ -1,0 +1,179 @@
+"""Cluster targets (minikube and the regions): preflight, and the playbooks run with one line per step for people
+and Ansible's whole output in a log file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from demokit import images
+from demokit.errors import NOT_READY, USAGE, UserError
+from demokit.targets import ROOT, Target
+
+Say = Callable[[str], None]
+INSTALL = {
+    "minikube": "install minikube: https://minikube.sigs.k8s.io/docs/start/",
+    "container runtime": "install Docker (https://docs.docker.com/get-docker/) or Podman (https://podman.io/docs/installation)",
+    "helm": "install Helm: https://helm.sh/docs/intro/install/",
+}
+_RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+
+
+def licence_given() -> bool:
+    """The operator is wanted when a licence is in the environment or in Ansible Vault (group_vars *vault* file)."""
+    return bool(os.environ.get("MIRRORD_LICENSE_KEY"))
+
+
+def missing_tools(target: Target, vault_licence: bool = False) -> list[str]:
+    needed: list[tuple[str, tuple[str, ...]]] = []
+    if target.kind == "minikube":
+        needed += [("minikube", ("minikube",)), ("container runtime", ("docker", "podman"))]
+    if licence_given() or vault_licence:
+        needed.append(("helm", ("helm",)))
+    return [f"{name} is missing: {INSTALL[name]}" for name, cmds in needed if not any(shutil.which(c) for c in cmds)]
+
+
+def has_vault_licence(target: Target) -> bool:
+    """An Ansible Vault file among the target's group_vars (e.g. group_vars/all/vault.yml holding
+    mirrord_license_key); its content is encrypted, so only its presence can be seen without the password."""
+    return any(p.is_file() and p.read_text(errors="ignore").startswith("$ANSIBLE_VAULT")
+               for p in (target.path / "group_vars").rglob("*"))
+
+
+def preflight(target: Target) -> None:
+    problems = missing_tools(target, has_vault_licence(target))
+    if problems:
+        raise UserError("; ".join(problems), NOT_READY)
+
+
+@dataclass
+class PlaybookRun:
+    changed: int
+    log: Path
+
+
+def log_path(target: Target, playbook: str) -> Path:
+    return target.state_dir() / f"ansible-{playbook}.log"
+
+
+def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] | None = None,
+                 verbose: bool = False, env: dict[str, str] | None = None) -> PlaybookRun:
+    """Run playbooks/<playbook>.yml on the target. Extra variables go through a file (never the command line);
+    a licence reaches Ansible only through the environment or Vault."""
+    values = {"metalmart_image_tag": images.content_tag(), **(extra or {})}
+    log = log_path(target, playbook)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(values, fh)
+        extra_file = fh.name
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(target.path / "hosts.yml"),
+               str(ROOT / "playbooks" / f"{playbook}.yml"), "-e", f"@{extra_file}"]
+    run_env = {**os.environ, **(env or {}), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+               "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "callback_plugins"),
+               "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    say(f"running {playbook} on {target.name}; Ansible's log: {log}")
+    changed = failed = 0
+    try:
+        with log.open("w") as out, subprocess.Popen(command, cwd=ROOT, env=run_env, stdout=subprocess.PIPE,
+                                                    text=True, bufsize=1) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                if verbose:
+                    sys.stdout.write(line)
+                m = _RECAP.match(line)
+                if m:
+                    changed += int(m.group(1))
+                    failed += int(m.group(2)) + int(m.group(3))
+            rc = proc.wait()
+    finally:
+        Path(extra_file).unlink(missing_ok=True)
+    if rc != 0 or failed:
+        raise UserError(f"{playbook} failed on {target.name} (exit {rc}); the failing step is above, the whole "
+                        f"log is {log}", NOT_READY)
+    return PlaybookRun(changed, log)
+
+
+def confirm_teardown(target: Target, yes: bool, delete_cluster: bool) -> None:
+    if yes:
+        return
+    what = f"the minikube profile {target.get('minikube_profile')}" if delete_cluster else \
+        f"namespace {target.get('metalmart_namespace')} (app, Kafka, PostgreSQL and their data)"
+    if not sys.stdin.isatty():
+        raise UserError(f"teardown deletes {what}; add --yes to confirm", USAGE)
+    answer = input(f"delete {what} on {target.name}? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise UserError("nothing deleted", USAGE)
+
+
+def _api(target: Target) -> Any:
+    from kubernetes import config
+
+    context = target.get("kube_context")
+    try:
+        return config.new_client_from_config(context=context) if context else config.new_client_from_config()
+    except (config.ConfigException, OSError) as exc:
+        raise UserError(f"no Kubernetes config for target {target.name!r} (context {context!r}): {exc}; start it "
+                        f"with ./run fresh-start --target {target.name}", NOT_READY) from None
+
+
+def status(target: Target) -> dict[str, Any]:
+    """Workloads and their readiness, DEMO_MODE, the operator and the splitting resources, read from the cluster."""
+    from kubernetes import client
+    from urllib3.exceptions import HTTPError
+
+    api = _api(target)
+    ns = target.get("metalmart_namespace")
+    apps, custom = client.AppsV1Api(api), client.CustomObjectsApi(api)
+    try:
+        deployments = apps.list_namespaced_deployment(ns).items
+        statefulsets = apps.list_namespaced_stateful_set(ns).items
+    except client.ApiException as exc:
+        if exc.status == 404:
+            deployments, statefulsets = [], []
+        else:
+            raise UserError(f"the cluster refused to list {ns}: {exc.status} {exc.reason}", NOT_READY) from None
+    except HTTPError as exc:
+        raise UserError(f"the cluster of target {target.name!r} is unreachable ({exc.__class__.__name__}); "
+                        f"is it running? ./run fresh-start --target {target.name}", 3) from None
+    workloads, demo_mode = [], None
+    for kind, items in (("StatefulSet", statefulsets), ("Deployment", deployments)):
+        for w in items:
+            want = w.spec.replicas or 0
+            ready = (w.status.ready_replicas if w.status else 0) or 0
+            container = w.spec.template.spec.containers[0]
+            workloads.append({"kind": kind, "name": w.metadata.name, "ready": ready, "replicas": want,
+                              "image": container.image})
+            if w.metadata.name == "order-processor":
+                env = {e.name: e.value for e in container.env or []}
+                demo_mode = env.get("DEMO_MODE") == "true"
+    operator: str
+    try:
+        op = apps.read_namespaced_deployment("mirrord-operator", target.get("mirrord_operator_namespace", "mirrord"))
+        operator = f"installed, {(op.status.ready_replicas or 0)}/{op.spec.replicas} ready"
+    except client.ApiException:
+        operator = "not installed"
+    splitting = []
+    model = target.get("mirrord_splitting_model", "current")
+    queues, operator_ns = "queues.mirrord.metalbear.co", target.get("mirrord_operator_namespace")
+    kinds = [("mirrord.metalbear.co", "v1", "mirrordpropertylists", ns),
+             (queues, "v1", "mirrordsplitconfigs", ns)] if model == "current" else [
+        (queues, "v1alpha", "mirrordkafkaclientconfigs", operator_ns),
+        (queues, "v1alpha", "mirrordkafkatopicsconsumers", ns)]
+    for group, version, plural, where in kinds:
+        try:
+            found = custom.list_namespaced_custom_object(group, version, where, plural)["items"]
+            splitting += [{"kind": o["kind"], "name": o["metadata"]["name"], "namespace": where} for o in found]
+        except client.ApiException:
+            continue
+    return {"target": target.name, "namespace": ns, "workloads": workloads, "demo_mode": demo_mode,
+            "operator": operator, "splitting": splitting}
