@@ -1,6 +1,6 @@
 """A stand-in order service for measuring the load generator: answers POST /api/orders with 201 after a fixed
-delay, and remembers the e-mails it saw (GET /_emails). Runs as its own process so it does not share the
-generator's event loop: `python -m benchmarks.stub --port 18084 --delay-ms 20`."""
+delay, and remembers the e-mails it saw (GET /_emails; GET /api/orders/stats counts them as pending). Runs as its
+own process so it does not share the generator's event loop: `python -m benchmarks.stub --port 18084 --delay-ms 20`."""
 
 from __future__ import annotations
 
@@ -27,10 +27,14 @@ def build(delay_s: float) -> web.Application:
     async def seen(_: web.Request) -> web.Response:
         return web.json_response(emails)
 
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response({"by_status": {"pending": len(emails)}, "processed_by": {"cluster": 0, "mirrord": 0}})
+
     app = web.Application()
     app.router.add_post("/api/orders", create)
     app.router.add_get("/health", health)
     app.router.add_get("/_emails", seen)
+    app.router.add_get("/api/orders/stats", stats)
     return app
 
 

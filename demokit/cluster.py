@@ -115,23 +115,14 @@ def confirm_teardown(target: Target, yes: bool, delete_cluster: bool) -> None:
         raise UserError("nothing deleted", USAGE)
 
 
-def _api(target: Target) -> Any:
-    from kubernetes import config
-
-    context = target.get("kube_context")
-    try:
-        return config.new_client_from_config(context=context) if context else config.new_client_from_config()
-    except (config.ConfigException, OSError) as exc:
-        raise UserError(f"no Kubernetes config for target {target.name!r} (context {context!r}): {exc}; start it "
-                        f"with ./run fresh-start --target {target.name}", NOT_READY) from None
-
-
 def status(target: Target) -> dict[str, Any]:
     """Workloads and their readiness, DEMO_MODE, the operator and the splitting resources, read from the cluster."""
     from kubernetes import client
     from urllib3.exceptions import HTTPError
 
-    api = _api(target)
+    from demokit.portforward import api_client
+
+    api = api_client(target)
     ns = target.get("metalmart_namespace")
     apps, custom = client.AppsV1Api(api), client.CustomObjectsApi(api)
     try:

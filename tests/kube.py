@@ -1,9 +1,10 @@
 """A Kubernetes API on 127.0.0.1 for the deploy roles: kmock's emulator, with the fixes kmock 0.8 needs to speak to
 the official client (kubernetes.core uses it): cluster-scoped namespace paths, PUT as a replace, 201 on create,
-`kind`/`apiVersion` on lists, the core group's discovery as `v1`, and server-side fields (uid, resourceVersion,
-generation, creationTimestamp). It has no strategic merge (a patch is a JSON merge, which is what our objects need),
-no dry-run, no defaulting and no controllers: nothing becomes ready by itself, so roles run here with
-`k8s_objects_wait=false` and waiting is left to the module, where it lives."""
+`kind`/`apiVersion` on lists, label and field selectors on lists, the core group's discovery as `v1`, server-side
+fields (uid, resourceVersion, generation, creationTimestamp), and the `pods/portforward` websocket. It has no
+strategic merge (a patch is a JSON merge, which is what our objects need), no dry-run, no defaulting and no
+controllers: nothing becomes ready by itself, so roles run here with `k8s_objects_wait=false` and waiting is left to
+the module, where it lives."""
 
 from __future__ import annotations
 
@@ -62,6 +63,46 @@ class Cluster(KubernetesEmulator):
     """kmock's emulator with the fixes above; `objects_of(kind)` reads back what was applied."""
 
     kinds: dict[str, str]
+    # (namespace, pod, port) -> (host, port) on 127.0.0.1 that the pod's port stands for
+    forwards: dict[tuple[str, str, int], tuple[str, int]]
+
+    def add_ready_pod(self, namespace: str, name: str, app: str, ports: dict[int, tuple[str, int]]) -> None:
+        """A running, ready pod of workload `app` whose ports are served by local listeners (the emulator has no
+        kubelet, so the test says where each port goes)."""
+        self.objects[resource("", "v1", "pods"), namespace, name] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": app}},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+        self.forwards = getattr(self, "forwards", {})
+        for port, where in ports.items():
+            self.forwards[namespace, name, port] = where
+
+    async def _portforward(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """The API server's side of `pods/portforward` (protocol v4.channel.k8s.io, one port): channel 0 carries
+        data, channel 1 errors, each opened with a frame holding the port number."""
+        port = int(request.params.get("ports", "0"))
+        host, local = self.forwards[request.namespace or "", request.name or "", port]
+        ws = aiohttp.web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
+        await ws.prepare(request._raw_request)
+        reader, writer = await asyncio.open_connection(host, local)
+        for channel in (0, 1):
+            await ws.send_bytes(bytes([channel]) + port.to_bytes(2, "little"))
+
+        async def upstream() -> None:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY and msg.data[:1] == b"\0":
+                    writer.write(msg.data[1:])
+                    await writer.drain()
+            writer.close()
+
+        async def downstream() -> None:
+            # The websocket stays open until the client closes it: the official client drops data it has not yet
+            # handed over when the server closes first.
+            while data := await reader.read(65536):
+                await ws.send_bytes(b"\0" + data)
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        return ws
 
     def declare(self, served: list[tuple[str, str, str, str, bool]]) -> None:
         self.kinds = getattr(self, "kinds", {})
@@ -71,6 +112,8 @@ class Cluster(KubernetesEmulator):
             self.kinds[plural] = kind
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.subresource == "portforward":
+            return await self._portforward(request)
         method = (request.method or "").upper()
         if request.resource is not None and isinstance(request.data, dict):
             if method == "POST":
@@ -108,8 +151,26 @@ class Cluster(KubernetesEmulator):
             body["kind"] = f"{kind}List"
             body["apiVersion"] = f"{group}/{request.resource.version}" if group else request.resource.version
             body["metadata"] = {"resourceVersion": "1"}
+            body["items"] = [i for i in body["items"] if self._selected(i, request.params)]
             response.text = json.dumps(body)
         return response
+
+    @staticmethod
+    def _selected(obj: dict[str, Any], params: dict[str, str]) -> bool:
+        """labelSelector and fieldSelector, the equality forms (k=v,k2=v2), which is what clients here send."""
+        labels = obj.get("metadata", {}).get("labels") or {}
+        for term in filter(None, params.get("labelSelector", "").split(",")):
+            key, _, value = term.partition("=")
+            if labels.get(key) != value:
+                return False
+        for term in filter(None, params.get("fieldSelector", "").split(",")):
+            path, _, value = term.partition("=")
+            node: Any = obj
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if str(node) != value:
+                return False
+        return True
 
     @staticmethod
     def _changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +17,28 @@ from invoke import Context, task
 from rich.live import Live
 from rich.table import Table
 
-from demokit import targets
+from demokit import portforward, targets
 from demokit.errors import INTERRUPTED, USAGE, UserError, friendly
 from demokit.load import LoadConfig, LoadRun, check_target, fetch_products
 from demokit.tasks.common import err, out, say
 
 
-def _urls(target_name: str | None, base_url: str | None) -> tuple[str, str | None]:
+@contextlib.contextmanager
+def _urls(target_name: str | None, base_url: str | None) -> Iterator[tuple[str, str | None]]:
+    """The order service (and catalogue) of the target; on a cluster target, through port-forwards this task opens
+    through the Kubernetes API (no kubectl needed)."""
     if base_url:
-        return base_url, None
+        yield base_url, None
+        return
     target = targets.resolve(target_name, say)
     if target.kind == "local":
         ports = target.get("local_ports", {})
-        return f"http://127.0.0.1:{ports['order']}", f"http://127.0.0.1:{ports['catalogue']}"
-    raise UserError(f"target {target.name!r} is a {target.kind} target: give --base-url (e.g. after "
-                    "`kubectl -n metalmart port-forward deploy/order 8084`)", USAGE)
+        yield f"http://127.0.0.1:{ports['order']}", f"http://127.0.0.1:{ports['catalogue']}"
+        return
+    with portforward.tunnels(target, {"order": (8084, 0), "catalogue": (8082, 0)}) as local:
+        say(f"reaching {target.name} through port-forwards to order and catalogue (for rates above a few hundred "
+            "orders/s, run the generator next to the service)")
+        yield f"http://127.0.0.1:{local['order']}", f"http://127.0.0.1:{local['catalogue']}"
 
 
 def summary_table(report: dict[str, Any]) -> Table:
@@ -121,15 +131,16 @@ def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str 
     if in_cluster:
         raise UserError("--in-cluster needs a cluster target, which this build does not drive yet; "
                         "use --base-url with a port-forward", USAGE)
-    url, catalogue = _urls(target, base_url)
-    config = LoadConfig(rate=float(rate), duration=float(duration), base_url=url, catalogue_url=catalogue,
-                        email_domain=email_domain, match_ratio=float(match_ratio), email_user=email_user,
-                        max_inflight=int(max_inflight))
-    config.check()
     json_path = Path(json) if json else None
     if json_path is not None and not json_path.parent.exists():
         raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist", USAGE)
-    run = asyncio.run(_run(config, interactive=sys.stderr.isatty()))
+    options = LoadConfig(rate=float(rate), duration=float(duration), base_url=base_url or "http://127.0.0.1",
+                         catalogue_url=None, email_domain=email_domain, match_ratio=float(match_ratio),
+                         email_user=email_user, max_inflight=int(max_inflight))
+    options.check()  # bad options are refused before anything is reached
+    with _urls(target, base_url) as (url, catalogue):
+        config = dataclasses.replace(options, base_url=url, catalogue_url=catalogue)
+        run = asyncio.run(_run(config, interactive=sys.stderr.isatty()))
     report = run.report()
     out.print(summary_table(report))
     if json_path is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from invoke import Context, task
@@ -11,15 +13,20 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from demokit import targets
+from demokit import portforward, targets
 from demokit.errors import UNREACHABLE, USAGE, UserError, friendly
 from demokit.metrics import Collector, rates
 from demokit.tasks.common import emit_json, out, say
 
 
-def _collector(target_name: str | None, bootstrap: str | None, order_url: str | None) -> Collector:
+@contextlib.contextmanager
+def _collector(target_name: str | None, bootstrap: str | None, order_url: str | None) -> Iterator[Collector]:
+    """A collector for the target. On a cluster target, what is not given is reached through port-forwards this
+    task opens itself: the broker's second listener (advertised as 127.0.0.1:<kafka_external_port>, so the
+    forwarded port must be that one) and the order service."""
     target = targets.resolve(target_name, say) if not (bootstrap and order_url) else None
     topic, group = "order.created", "order-processor"
+    wanted: dict[str, tuple[int, int]] = {}
     if target is not None:
         topic = str(target.get("kafka_topic", topic))
         group = str(target.get("kafka_group_id", group))
@@ -27,12 +34,17 @@ def _collector(target_name: str | None, bootstrap: str | None, order_url: str | 
             ports = target.get("local_ports", {})
             bootstrap = bootstrap or f"127.0.0.1:{ports['broker']}"
             order_url = order_url or f"http://127.0.0.1:{ports['order']}"
-        elif not bootstrap:
-            raise UserError(f"target {target.name!r} is a {target.kind} target: give --bootstrap HOST:PORT "
-                            "(a broker listener reachable from here)", USAGE)
-    if bootstrap is None or ":" not in bootstrap:
-        raise UserError(f"--bootstrap must be HOST:PORT (got {bootstrap!r})", USAGE)
-    return Collector(bootstrap, topic, group, order_url)
+        else:
+            if not bootstrap:
+                wanted["kafka"] = (9094, int(target.get("kafka_external_port", 19094)))
+            if not order_url:
+                wanted["order"] = (8084, 0)
+    with portforward.tunnels(target, wanted) if wanted and target else contextlib.nullcontext({}) as local:
+        bootstrap = bootstrap or f"127.0.0.1:{local['kafka']}"
+        order_url = order_url or f"http://127.0.0.1:{local['order']}"
+        if ":" not in bootstrap:
+            raise UserError(f"--bootstrap must be HOST:PORT (got {bootstrap!r})", USAGE)
+        yield Collector(bootstrap, topic, group, order_url)
 
 
 def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
@@ -93,7 +105,11 @@ def metrics(c: Context, target: str | None = None, bootstrap: str | None = None,
     """Topics, mirrord temporary topics, consumer groups with lag, and who processed the orders."""
     if interval <= 0:
         raise UserError("--interval must be above 0 seconds", USAGE)
-    collector = _collector(target, bootstrap, order_url)
+    with _collector(target, bootstrap, order_url) as collector:
+        _show(collector, watch, interval, json)
+
+
+def _show(collector: Collector, watch: bool, interval: float, json: bool) -> None:
     snap = collector.snapshot()
     if not watch:
         _emit(snap, None, json)
