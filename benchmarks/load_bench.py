@@ -15,8 +15,8 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from demokit.load import FALLBACK_PRODUCTS, LoadConfig, LoadRun
 from demokit.probes import free_port, http_ok, until
+from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun
 
 ROOT = Path(__file__).resolve().parents[1]
 

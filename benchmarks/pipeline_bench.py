@@ -18,7 +18,7 @@ from hdrh.histogram import HdrHistogram
 from rich.console import Console
 from rich.table import Table
 
-from demokit.load import FALLBACK_PRODUCTS, LoadConfig, LoadRun
+from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun
 from tests.helpers import AppStack, Broker, Postgres, sql
 
 

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
+from metalmart.loadgen import LoadError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Exit codes, one per kind of failure.
@@ -41,7 +43,7 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except Exit:
             raise
-        except UserError as exc:
+        except (UserError, LoadError) as exc:
             if debugging():
                 raise
             raise Exit(f"error: {exc}", code=exc.code) from None

@@ -8,7 +8,16 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from demokit.errors import UserError
 
 
 class NotReady(Exception):
@@ -16,12 +25,13 @@ class NotReady(Exception):
 
 
 def until(check: Callable[[], Any], timeout: float, what: str, max_interval: float = 0.5) -> Any:
-    """Call `check` until it returns without raising; raise NotReady(what, last error) after `timeout` s."""
+    """Call `check` until it returns without raising; raise NotReady(what, last error) after `timeout` s. A UserError
+    from `check` is final (the user has to fix something) and passes through at once."""
     try:
         for attempt in Retrying(
             stop=stop_after_delay(timeout),
             wait=wait_exponential(multiplier=0.02, max=max_interval),
-            retry=retry_if_exception_type(Exception),
+            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(UserError),
         ):
             with attempt:
                 return check()

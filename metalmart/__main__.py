@@ -1,4 +1,4 @@
-"""`python -m metalmart order|processor|catalogue|storefront|seed|smoke`: one image, one entry point per service."""
+"""`python -m metalmart order|processor|catalogue|storefront|seed|smoke|loadgen`: one image, one entry point each."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from metalmart.settings import SettingsError
 from metalmart.smoke import SmokeFailed
 
-SERVICES = ("order", "processor", "catalogue", "storefront", "seed", "smoke")
+SERVICES = ("order", "processor", "catalogue", "storefront", "seed", "smoke", "loadgen")
 
 
 def _run(service: str, timeout: float) -> None:
@@ -62,6 +62,11 @@ def _run(service: str, timeout: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loadgen"]:
+        from metalmart.loadgen import cli
+
+        return cli(argv[1:])
     parser = argparse.ArgumentParser(prog="metalmart", description=__doc__)
     parser.add_argument("service", choices=SERVICES)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,31 @@ class Cluster(KubernetesEmulator):
         for port, where in ports.items():
             self.forwards[namespace, name, port] = where
 
+    def on_create(self, kind: str, hook: Callable[[dict[str, Any]], None]) -> None:
+        """Call `hook(object)` after an object of `kind` is created: the test plays the controller and kubelet."""
+        self.hooks = {**getattr(self, "hooks", {}), kind: hook}
+
+    def add_log(self, namespace: str, pod: str, path: Path, alive: Callable[[], bool]) -> None:
+        """The pod's log is the file `path`, growing while `alive()` (a process the test started for the pod)."""
+        self.logs = {**getattr(self, "logs", {}), (namespace, pod): (path, alive)}
+
+    async def _log(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        path, alive = self.logs[request.namespace or "", request.name or ""]
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request._raw_request)
+        sent = 0
+        while True:
+            running = alive()
+            data = path.read_bytes()[sent:] if path.exists() else b""
+            if data:
+                await response.write(data)
+                sent += len(data)
+            if not running or request.params.get("follow") != "true":
+                break
+            await asyncio.sleep(0.05)  # polling a growing file, as `tail -f` does
+        await response.write_eof()
+        return response
+
     async def _portforward(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         """The API server's side of `pods/portforward` (protocol v4.channel.k8s.io, one port): channel 0 carries
         data, channel 1 errors, each opened with a frame holding the port number."""
@@ -114,6 +139,8 @@ class Cluster(KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.subresource == "portforward":
             return await self._portforward(request)
+        if request.subresource == "log":
+            return await self._log(request)
         method = (request.method or "").upper()
         if request.resource is not None and isinstance(request.data, dict):
             if method == "POST":
@@ -142,6 +169,9 @@ class Cluster(KubernetesEmulator):
         response = await super()._handle(request)
         if method == "POST" and request.resource is not None and response.status == 200:
             response.set_status(201)
+            hook = getattr(self, "hooks", {}).get(self.kinds.get(request.resource.plural or "", ""))
+            if hook is not None and isinstance(request.data, dict):
+                hook(request.data)
         if request.action == parsing.enums.action.LIST and isinstance(response, aiohttp.web.Response) \
                 and response.status == 200 and request.resource is not None \
                 and (request.resource.plural or "") in self.kinds:

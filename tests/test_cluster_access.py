@@ -10,8 +10,11 @@ batch (flush after each) because Tansu reports a partition's end offset as its l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,7 +24,7 @@ from demokit import portforward, targets
 from demokit.kafka import ensure_topic, tansu_binary
 from demokit.probes import free_port
 from tests import kube
-from tests.helpers import Proc, wait_broker
+from tests.helpers import ROOT, Proc, wait_broker
 from tests.test_deploy_roles import Env, make_env
 from tests.test_load import Stub
 
@@ -94,3 +97,52 @@ def test_no_ready_pod_is_one_line_and_exit_4(tmp_path: Path) -> None:
 def _external(env: Env) -> int:
     values = yaml.safe_load((env.inventories / env.name / "group_vars" / "all.yml").read_text())
     return int(values["kafka_external_port"])
+
+
+def test_load_in_cluster_runs_the_generator_as_a_job_and_brings_back_the_report(
+        world: tuple[Env, Stub, int], tmp_path: Path) -> None:
+    """The test plays the Job controller and the kubelet: when the Job is created it runs the Job's own container
+    command (`python -m metalmart loadgen ...`) as a process whose output is the pod's log, with the cluster's
+    service names resolved to the stub."""
+    env, stub, _ = world
+    jobs: list[dict[str, Any]] = []
+    procs: list[Proc] = []
+
+    def kubelet(job: dict[str, Any]) -> None:
+        jobs.append(job)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        args = [a.replace("http://order:8084", stub.url).replace("http://catalogue:8082", stub.url)
+                for a in container["args"]]
+        proc = Proc("load-pod", [sys.executable, "-m", "metalmart", *args], None, tmp_path).start()
+        procs.append(proc)
+        pod = f"{job['metadata']['name']}-x7k2p"
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        env.cluster.objects[kube.resource("", "v1", "pods"), "metalmart", pod] = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": "metalmart", "labels": labels},
+            "status": {"phase": "Running"}}
+        env.cluster.add_log("metalmart", pod, proc.log_path, proc.alive)
+
+    env.cluster.on_create("Job", kubelet)
+    report_path = tmp_path / "report.json"
+    try:
+        done = env.run("load", "--target", env.name, "--in-cluster", "--rate", "25", "--duration", "2",
+                       "--json", str(report_path))
+    finally:
+        for proc in procs:
+            proc.stop()
+    report = json.loads(report_path.read_text())
+    assert report["scheduled"] == report["sent"] == report["succeeded"] == 50 and report["dropped"] == 0
+    args = jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--base-url") + 1] == "http://order:8084", "the Job reaches the service by its name"
+    assert len(stub.emails()) == 50
+    assert len(jobs) == 1 and jobs[0]["spec"]["backoffLimit"] == 0
+    assert jobs[0]["spec"]["template"]["spec"]["containers"][0]["image"].startswith("metalmart:")
+    assert not env.cluster.objects_of("Job"), "the Job is deleted once its report is in"
+    assert "achieved rate" in done.stdout
+
+
+def test_load_in_cluster_refuses_a_local_target_in_one_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "invoke", "load", "--target", "local", "--in-cluster"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "needs a cluster target" in done.stderr

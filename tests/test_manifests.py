@@ -122,3 +122,16 @@ def test_render_refuses_the_local_target_in_one_line(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "local target" in done.stderr
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_in_cluster_load_job_validates_and_never_retries(version: str) -> None:
+    from demokit import incluster
+    from metalmart.loadgen import LoadConfig
+
+    job = incluster.job_manifest(targets.load("minikube"), LoadConfig(20, 120, "http://x", email_user="alice"),
+                                 "0123456789abcdef")
+    kubernetes_validate.validate(job, version, strict=True)
+    assert job["spec"]["backoffLimit"] == 0, "a retried generator would send its orders twice"
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "loadgen" and args[args.index("--email-user") + 1] == "alice"

@@ -17,10 +17,10 @@ from invoke import Context, task
 from rich.live import Live
 from rich.table import Table
 
-from demokit import portforward, targets
+from demokit import incluster, portforward, targets
 from demokit.errors import INTERRUPTED, USAGE, UserError, friendly
-from demokit.load import LoadConfig, LoadRun, check_target, fetch_products
 from demokit.tasks.common import err, out, say
+from metalmart.loadgen import LoadConfig, LoadRun, check_target, fetch_products
 
 
 @contextlib.contextmanager
@@ -119,7 +119,8 @@ async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
         "email_user": "e-mails NAME+<run>-<n>@<domain>, so one person's mirrord filter catches exactly theirs",
         "json": "also write the report as JSON to this path",
         "max_inflight": "orders in flight at most; a due order beyond it is dropped and counted (1024)",
-        "in_cluster": "run the generator as a Kubernetes Job (cluster targets)",
+        "in_cluster": "run the generator as a Kubernetes Job from the app image, next to the service (cluster "
+                      "targets; for rates a port-forward cannot carry)",
     },
 )
 @friendly
@@ -128,9 +129,6 @@ def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str 
          email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
          in_cluster: bool = False) -> None:
     """Stream orders at an exact rate (open loop) and account for every one of them."""
-    if in_cluster:
-        raise UserError("--in-cluster needs a cluster target, which this build does not drive yet; "
-                        "use --base-url with a port-forward", USAGE)
     json_path = Path(json) if json else None
     if json_path is not None and not json_path.parent.exists():
         raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist", USAGE)
@@ -138,6 +136,13 @@ def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str 
                          catalogue_url=None, email_domain=email_domain, match_ratio=float(match_ratio),
                          email_user=email_user, max_inflight=int(max_inflight))
     options.check()  # bad options are refused before anything is reached
+    if in_cluster:
+        report = _in_cluster(target, base_url, options)
+        out.print(summary_table(report))
+        if json_path is not None:
+            json_path.write_text(_dumps(report))
+            say(f"report written to {json_path}")
+        return
     with _urls(target, base_url) as (url, catalogue):
         config = dataclasses.replace(options, base_url=url, catalogue_url=catalogue)
         run = asyncio.run(_run(config, interactive=sys.stderr.isatty()))
@@ -150,6 +155,25 @@ def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str 
         from invoke.exceptions import Exit
 
         raise Exit("interrupted: the summary above counts every order scheduled so far", code=INTERRUPTED)
+
+
+def _in_cluster(target_name: str | None, base_url: str | None, options: LoadConfig) -> dict[str, Any]:
+    if base_url:
+        raise UserError("--in-cluster reaches the order service inside the cluster; drop --base-url", USAGE)
+    target = targets.resolve(target_name, say)
+    if target.kind == "local":
+        raise UserError("--in-cluster needs a cluster target (minikube or a region); on `local` the generator "
+                        "already runs next to the service", USAGE)
+    last = [0.0]
+
+    def progress(event: dict[str, Any]) -> None:
+        if sys.stderr.isatty() or event["elapsed_s"] - last[0] >= 5.0:
+            last[0] = event["elapsed_s"]
+            say(f"{event['elapsed_s']:6.1f} s  scheduled {event['scheduled']}/{event['total']}  sent "
+                f"{event['sent']}  ok {event['succeeded']}  failed {event['failed']}  dropped {event['dropped']}  "
+                f"rate {event['rate']:.1f}/s  p99 {event['p99_ms']:.1f} ms")
+
+    return incluster.run(target, options, progress, say)
 
 
 def _dumps(data: dict[str, Any]) -> str:

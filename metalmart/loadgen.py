@@ -1,4 +1,6 @@
-"""The load generator: an open loop that holds its rate and accounts for every order it schedules.
+"""The load generator: an open loop that holds its rate and accounts for every order it schedules. It lives in the
+app package so the app image can run it next to the service (`./run load --in-cluster`): `python -m metalmart
+loadgen --rate R --duration D --base-url URL` prints one JSON line per second and the report as the last line.
 
 Order i is due at start + i/rate whether or not earlier orders have answered. Orders that are due are sent at once
 (in a batch when several fell due together), so the send lag stays at the event loop's resolution. When the
@@ -24,7 +26,17 @@ from typing import Any
 import aiohttp
 from hdrh.histogram import HdrHistogram
 
-from demokit.errors import UNREACHABLE, USAGE, UserError
+USAGE = 2        # bad options
+UNREACHABLE = 3  # the order service did not answer
+
+
+class LoadError(Exception):
+    """A failure the user can fix; the message says how. `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 NON_MATCHING_DOMAIN = "example.com"
 
@@ -52,23 +64,23 @@ class LoadConfig:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def check(self) -> None:
-        """Every problem as a UserError naming the option and a valid value."""
+        """Every problem as a LoadError naming the option and a valid value."""
         if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise UserError(f"--rate must be a number above 0 (got {self.rate}); e.g. --rate 20", USAGE)
+            raise LoadError(f"--rate must be a number above 0 (got {self.rate}); e.g. --rate 20", USAGE)
         if not (self.duration > 0 and math.isfinite(self.duration)):
-            raise UserError(f"--duration must be seconds above 0 (got {self.duration}); e.g. --duration 120", USAGE)
+            raise LoadError(f"--duration must be seconds above 0 (got {self.duration}); e.g. --duration 120", USAGE)
         if not 0.0 <= self.match_ratio <= 1.0:
-            raise UserError(f"--match-ratio must be between 0 and 1 (got {self.match_ratio}); e.g. 0.5", USAGE)
+            raise LoadError(f"--match-ratio must be between 0 and 1 (got {self.match_ratio}); e.g. 0.5", USAGE)
         if self.max_inflight < 1:
-            raise UserError("--max-inflight must be at least 1", USAGE)
+            raise LoadError("--max-inflight must be at least 1", USAGE)
         if not self.base_url.startswith(("http://", "https://")):
-            raise UserError(f"--base-url must start with http:// or https:// (got {self.base_url!r})", USAGE)
+            raise LoadError(f"--base-url must start with http:// or https:// (got {self.base_url!r})", USAGE)
         if "@" in self.email_domain or "." not in self.email_domain:
-            raise UserError(f"--email-domain must be a domain like metalbear.com (got {self.email_domain!r})", USAGE)
+            raise LoadError(f"--email-domain must be a domain like metalbear.com (got {self.email_domain!r})", USAGE)
         if self.email_user is not None and (not self.email_user or any(c in self.email_user for c in "@+ ")):
-            raise UserError(f"--email-user must be a plain name like alice (got {self.email_user!r})", USAGE)
+            raise LoadError(f"--email-user must be a plain name like alice (got {self.email_user!r})", USAGE)
         if self.rate * self.duration < 1:
-            raise UserError("--rate × --duration schedules no order; raise one of them", USAGE)
+            raise LoadError("--rate × --duration schedules no order; raise one of them", USAGE)
 
     @property
     def scheduled_total(self) -> int:
@@ -193,11 +205,11 @@ async def check_target(base_url: str, within_s: float = 5.0) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within_s)) as http, \
                 http.get(url) as resp:
             if resp.status != 200:
-                raise UserError(f"{url} answered HTTP {resp.status}; is the order service healthy? "
+                raise LoadError(f"{url} answered HTTP {resp.status}; is the order service healthy? "
                                 "try `./run status`", UNREACHABLE)
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = classify(exc)
-        raise UserError(f"cannot reach the order service at {url} ({reason}: {exc or type(exc).__name__}); "
+        raise LoadError(f"cannot reach the order service at {url} ({reason}: {exc or type(exc).__name__}); "
                         "is the stack up? try `./run status` or `./run fresh-start`", UNREACHABLE) from exc
 
 
@@ -313,3 +325,61 @@ class LoadRun:
             "started_at": self.started_at,
             "interrupted": self.interrupted,
         }
+
+
+def _line(event: str, **data: Any) -> None:
+    print(json.dumps({"event": event, **data}), flush=True)
+
+
+def _progress(run: LoadRun, elapsed: float) -> dict[str, Any]:
+    s = run.stats
+    return {"elapsed_s": round(elapsed, 2), "scheduled": s.scheduled, "total": run.config.scheduled_total,
+            "sent": s.sent, "succeeded": s.succeeded, "failed": s.failed, "dropped": s.dropped,
+            "rate": round(s.current_rate(time.monotonic()), 2),
+            "p99_ms": _ms(s.latency, 99) if s.latency.get_total_count() else 0.0}
+
+
+async def _main(config: LoadConfig) -> int:
+    await check_target(config.base_url)
+    products, source = await fetch_products(config.catalogue_url)
+    _line("start", run_id=config.run_id, scheduled_total=config.scheduled_total, products=source)
+    run = LoadRun(config, products)
+    last = [0.0]
+
+    def tick(r: LoadRun, elapsed: float) -> None:
+        if elapsed - last[0] >= 1.0:
+            last[0] = elapsed
+            _line("progress", **_progress(r, elapsed))
+
+    await run.run(on_tick=tick)
+    _line("report", report=run.report())
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    """`python -m metalmart loadgen ...`: the generator as a program, JSON lines on stdout (for a Job's log)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="metalmart loadgen")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--catalogue-url")
+    parser.add_argument("--email-domain", default="metalbear.com")
+    parser.add_argument("--match-ratio", type=float, default=1.0)
+    parser.add_argument("--email-user")
+    parser.add_argument("--max-inflight", type=int, default=1024)
+    parser.add_argument("--run-id")
+    args = parser.parse_args(argv)
+    config = LoadConfig(rate=args.rate, duration=args.duration, base_url=args.base_url,
+                        catalogue_url=args.catalogue_url, email_domain=args.email_domain,
+                        match_ratio=args.match_ratio, email_user=args.email_user, max_inflight=args.max_inflight,
+                        **({"run_id": args.run_id} if args.run_id else {}))
+    try:
+        config.check()
+        return asyncio.run(_main(config))
+    except LoadError as exc:
+        _line("error", message=str(exc), code=exc.code)
+        print(f"metalmart loadgen: {exc}", file=sys.stderr)
+        return exc.code
