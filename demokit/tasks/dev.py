@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ def lint(c: Context, fix: bool = False) -> None:
         c.run(f"{_tool('ruff')} check {'--fix ' if fix else ''}.")
         c.run(f"{_tool('yamllint')} --strict .")
         if (ROOT / "playbooks").is_dir():
-            c.run(f"{_tool('ansible-lint')} --offline")
+            # With .venv/bin first on PATH, ansible-lint finds the pinned ansible, and says nothing about PATH.
+            c.run(f"{_tool('ansible-lint')} --offline", env={"PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
         c.run(f"{_tool('hadolint')} Dockerfile")
 
 
