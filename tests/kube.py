@@ -72,6 +72,7 @@ class Cluster(KubernetesEmulator):
         self.objects[resource("", "v1", "pods"), namespace, name] = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": app}},
+            "spec": {"containers": [{"name": app, "image": f"{app}:emulated"}]},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
         self.forwards = getattr(self, "forwards", {})
         for port, where in ports.items():
@@ -132,8 +133,9 @@ class Cluster(KubernetesEmulator):
     def declare(self, served: list[tuple[str, str, str, str, bool]]) -> None:
         self.kinds = getattr(self, "kinds", {})
         for group, version, plural, kind, namespaced in served:
+            subresources = {"log", "portforward", "exec", "status"} if plural == "pods" else {"status"}
             self.resources[resource(group, version, plural)] = ResourceInfo(kind=kind, namespaced=namespaced,
-                                                                            verbs=VERBS)
+                                                                            verbs=VERBS, subresources=subresources)
             self.kinds[plural] = kind
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:

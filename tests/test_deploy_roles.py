@@ -185,13 +185,27 @@ def test_a_cluster_without_the_operator_skips_the_splitting_resources(tmp_path: 
         assert (env.mirrord_dir / "order-processor.json").exists(), "the developer's config is still rendered"
 
 
-def test_a_failing_object_stops_the_run_naming_it(tmp_path: Path) -> None:
+def test_a_failing_object_stops_the_run_with_its_events_and_last_log_lines(tmp_path: Path) -> None:
     with kube.running() as (cluster, url):
         cluster.resources.pop(kube.resource("batch", "v1", "jobs"))  # an API server that does not serve Jobs
+        job = "kafka-topic-order-created-p3"
+        cluster.objects[kube.resource("", "v1", "events"), "metalmart", f"{job}.1"] = {
+            "apiVersion": "v1", "kind": "Event", "type": "Warning", "message": "BackoffLimitExceeded",
+            "metadata": {"name": f"{job}.1", "namespace": "metalmart"}, "involvedObject": {"name": job}}
+        cluster.objects[kube.resource("", "v1", "events"), "metalmart", "postgres-0.1"] = {
+            "apiVersion": "v1", "kind": "Event", "type": "Warning", "message": "someone else's trouble",
+            "metadata": {"name": "postgres-0.1", "namespace": "metalmart"}, "involvedObject": {"name": "postgres-0"}}
+        log = tmp_path / "topic-pod.log"
+        log.write_text("Error while executing topic command : Timed out waiting for a node assignment.\n")
+        cluster.add_ready_pod("metalmart", f"{job}-abcde", "kafka-topic", {})
+        cluster.add_log("metalmart", f"{job}-abcde", log, lambda: False)
         env = make_env(tmp_path, cluster, url)
         done = env.run("fresh-start", "--target", env.name, check=False)
     assert done.returncode == 4
     steps = _steps(done.stderr)
     assert steps["kafka"] == "FAILED" and "metalmart_app" not in steps, "nothing after the failing step runs"
-    assert "kafka/topic-job.yaml.j2 failed" in done.stderr
+    assert f"kafka/topic-job.yaml.j2 (Job/{job}) failed" in done.stderr
+    assert "BackoffLimitExceeded" in done.stderr and "someone else's trouble" not in done.stderr
+    assert "Timed out waiting for a node assignment" in done.stderr
+    assert f"describe job/{job}" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: deploy-cluster failed on emulated")
