@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from demokit import images
-from demokit.errors import NOT_READY, USAGE, UserError
+from demokit.errors import NOT_READY, UNREACHABLE, USAGE, UserError
 from demokit.targets import ROOT, Target
 
 Say = Callable[[str], None]
@@ -29,7 +29,7 @@ _RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+fail
 
 
 def licence_given() -> bool:
-    """The operator is wanted when a licence is in the environment or in Ansible Vault (group_vars *vault* file)."""
+    """A licence in the environment (see has_vault_licence for Ansible Vault)."""
     return bool(os.environ.get("MIRRORD_LICENSE_KEY"))
 
 
@@ -135,7 +135,7 @@ def status(target: Target) -> dict[str, Any]:
             raise UserError(f"the cluster refused to list {ns}: {exc.status} {exc.reason}", NOT_READY) from None
     except HTTPError as exc:
         raise UserError(f"the cluster of target {target.name!r} is unreachable ({exc.__class__.__name__}); "
-                        f"is it running? ./run fresh-start --target {target.name}", 3) from None
+                        f"is it running? ./run fresh-start --target {target.name}", UNREACHABLE) from None
     workloads, demo_mode = [], None
     for kind, items in (("StatefulSet", statefulsets), ("Deployment", deployments)):
         for w in items:

@@ -209,3 +209,15 @@ def test_a_failing_object_stops_the_run_with_its_events_and_last_log_lines(tmp_p
     assert "Timed out waiting for a node assignment" in done.stderr
     assert f"describe job/{job}" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: deploy-cluster failed on emulated")
+
+
+def test_preflight_names_each_missing_tool_with_how_to_install_it() -> None:
+    bare = {**os.environ, "PATH": str(Path(sys.executable).parent), "MIRRORD_LICENSE_KEY": "x" * 8}
+    done = subprocess.run([sys.executable, "-m", "invoke", "fresh-start", "--target", "minikube"], cwd=ROOT,
+                          env=bare, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4
+    line = done.stderr.strip().splitlines()[-1]
+    assert len(done.stderr.strip().splitlines()) == 1, "nothing ran before the preflight"
+    for tool, hint in (("minikube", "minikube.sigs.k8s.io"), ("container runtime", "Docker"), ("helm", "helm.sh")):
+        assert f"{tool} is missing" in line and hint in line
+    assert "x" * 8 not in done.stderr + done.stdout, "the licence is never printed"
