@@ -43,7 +43,6 @@ class CallbackModule(CallbackBase):
         self.step: str | None = None
         self.started = 0.0
         self.changed = False
-        self.changed_total = 0
         self.notes: list[str] = []
         self.tty = sys.stderr.isatty()
 
@@ -86,7 +85,6 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_ok(self, result) -> None:
         if result._result.get("changed"):
             self.changed = True
-            self.changed_total += 1
         msg = result._result.get("msg")
         if result._task.action in ("debug", "ansible.builtin.debug") and isinstance(msg, str):
             self.notes.append(msg)

@@ -66,7 +66,7 @@ def log_path(target: Target, playbook: str) -> Path:
 
 
 def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] | None = None,
-                 verbose: bool = False, env: dict[str, str] | None = None) -> PlaybookRun:
+                 verbose: bool = False) -> PlaybookRun:
     """Run playbooks/<playbook>.yml on the target. Extra variables go through a file (never the command line);
     a licence reaches Ansible only through the environment or Vault."""
     values = {"metalmart_image_tag": images.content_tag(), **(extra or {})}
@@ -77,7 +77,7 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
         extra_file = fh.name
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(target.path / "hosts.yml"),
                str(ROOT / "playbooks" / f"{playbook}.yml"), "-e", f"@{extra_file}"]
-    run_env = {**os.environ, **(env or {}), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+    run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
                "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "callback_plugins"),
                "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     say(f"running {playbook} on {target.name}; Ansible's log: {log}")
