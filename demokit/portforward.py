@@ -120,8 +120,8 @@ def api_client(target: Target) -> Any:
     try:
         return config.new_client_from_config(context=context)
     except (config.ConfigException, OSError) as exc:
-        raise UserError(f"no Kubernetes config for target {target.name!r} (context {context!r}): {exc}",
-                        NOT_READY) from None
+        raise UserError(f"no Kubernetes config for target {target.name!r} (context {context!r}): {exc}; is the "
+                        f"cluster up? ./run fresh-start --target {target.name}", NOT_READY) from None
 
 
 @contextlib.contextmanager
