@@ -10,24 +10,11 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
-from metalmart.loadgen import LoadError
+from metalmart.errors import CONFLICT, INTERRUPTED, NOT_READY, UNREACHABLE, USAGE, UserError
+
+__all__ = ["CONFLICT", "INTERRUPTED", "NOT_READY", "UNREACHABLE", "USAGE", "UserError", "debugging", "friendly"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Exit codes, one per kind of failure.
-USAGE = 2          # bad options or input
-UNREACHABLE = 3    # a target, service or broker did not answer
-NOT_READY = 4      # something started but did not become healthy
-CONFLICT = 5       # a port or resource is held by something else
-INTERRUPTED = 130  # Ctrl-C
-
-
-class UserError(Exception):
-    """A failure the user can fix; the message says how."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def debugging() -> bool:
@@ -43,7 +30,7 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except Exit:
             raise
-        except (UserError, LoadError) as exc:
+        except UserError as exc:
             if debugging():
                 raise
             raise Exit(f"error: {exc}", code=exc.code) from None

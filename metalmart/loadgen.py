@@ -26,17 +26,7 @@ from typing import Any
 import aiohttp
 from hdrh.histogram import HdrHistogram
 
-USAGE = 2        # bad options
-UNREACHABLE = 3  # the order service did not answer
-
-
-class LoadError(Exception):
-    """A failure the user can fix; the message says how. `code` is the exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
+from metalmart.errors import UNREACHABLE, USAGE, UserError
 
 NON_MATCHING_DOMAIN = "example.com"
 
@@ -64,23 +54,23 @@ class LoadConfig:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def check(self) -> None:
-        """Every problem as a LoadError naming the option and a valid value."""
+        """Every problem as a UserError naming the option and a valid value."""
         if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise LoadError(f"--rate must be a number above 0 (got {self.rate}); e.g. --rate 20", USAGE)
+            raise UserError(f"--rate must be a number above 0 (got {self.rate}); e.g. --rate 20", USAGE)
         if not (self.duration > 0 and math.isfinite(self.duration)):
-            raise LoadError(f"--duration must be seconds above 0 (got {self.duration}); e.g. --duration 120", USAGE)
+            raise UserError(f"--duration must be seconds above 0 (got {self.duration}); e.g. --duration 120", USAGE)
         if not 0.0 <= self.match_ratio <= 1.0:
-            raise LoadError(f"--match-ratio must be between 0 and 1 (got {self.match_ratio}); e.g. 0.5", USAGE)
+            raise UserError(f"--match-ratio must be between 0 and 1 (got {self.match_ratio}); e.g. 0.5", USAGE)
         if self.max_inflight < 1:
-            raise LoadError("--max-inflight must be at least 1", USAGE)
+            raise UserError("--max-inflight must be at least 1", USAGE)
         if not self.base_url.startswith(("http://", "https://")):
-            raise LoadError(f"--base-url must start with http:// or https:// (got {self.base_url!r})", USAGE)
+            raise UserError(f"--base-url must start with http:// or https:// (got {self.base_url!r})", USAGE)
         if "@" in self.email_domain or "." not in self.email_domain:
-            raise LoadError(f"--email-domain must be a domain like metalbear.com (got {self.email_domain!r})", USAGE)
+            raise UserError(f"--email-domain must be a domain like metalbear.com (got {self.email_domain!r})", USAGE)
         if self.email_user is not None and (not self.email_user or any(c in self.email_user for c in "@+ ")):
-            raise LoadError(f"--email-user must be a plain name like alice (got {self.email_user!r})", USAGE)
+            raise UserError(f"--email-user must be a plain name like alice (got {self.email_user!r})", USAGE)
         if self.rate * self.duration < 1:
-            raise LoadError("--rate × --duration schedules no order; raise one of them", USAGE)
+            raise UserError("--rate × --duration schedules no order; raise one of them", USAGE)
 
     @property
     def scheduled_total(self) -> int:
@@ -205,11 +195,11 @@ async def check_target(base_url: str, within_s: float = 5.0) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within_s)) as http, \
                 http.get(url) as resp:
             if resp.status != 200:
-                raise LoadError(f"{url} answered HTTP {resp.status}; is the order service healthy? "
+                raise UserError(f"{url} answered HTTP {resp.status}; is the order service healthy? "
                                 "try `./run status`", UNREACHABLE)
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = classify(exc)
-        raise LoadError(f"cannot reach the order service at {url} ({reason}: {exc or type(exc).__name__}); "
+        raise UserError(f"cannot reach the order service at {url} ({reason}: {exc or type(exc).__name__}); "
                         "is the stack up? try `./run status` or `./run fresh-start`", UNREACHABLE) from exc
 
 
@@ -331,7 +321,8 @@ def _line(event: str, **data: Any) -> None:
     print(json.dumps({"event": event, **data}), flush=True)
 
 
-def _progress(run: LoadRun, elapsed: float) -> dict[str, Any]:
+def progress(run: LoadRun, elapsed: float) -> dict[str, Any]:
+    """The counts so far: what the progress line shows, here and (as a JSON line) from a Job."""
     s = run.stats
     return {"elapsed_s": round(elapsed, 2), "scheduled": s.scheduled, "total": run.config.scheduled_total,
             "sent": s.sent, "succeeded": s.succeeded, "failed": s.failed, "dropped": s.dropped,
@@ -349,7 +340,7 @@ async def _main(config: LoadConfig) -> int:
     def tick(r: LoadRun, elapsed: float) -> None:
         if elapsed - last[0] >= 1.0:
             last[0] = elapsed
-            _line("progress", **_progress(r, elapsed))
+            _line("progress", **progress(r, elapsed))
 
     await run.run(on_tick=tick)
     _line("report", report=run.report())
@@ -379,7 +370,7 @@ def cli(argv: list[str]) -> int:
     try:
         config.check()
         return asyncio.run(_main(config))
-    except LoadError as exc:
+    except UserError as exc:
         _line("error", message=str(exc), code=exc.code)
         print(f"metalmart loadgen: {exc}", file=sys.stderr)
         return exc.code

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from demokit import incluster, portforward, targets
 from demokit.errors import INTERRUPTED, USAGE, UserError, friendly
 from demokit.tasks.common import err, out, say
 from metalmart.loadgen import LoadConfig, LoadRun, check_target, fetch_products
+from metalmart.loadgen import progress as counts_of
 
 
 @contextlib.contextmanager
@@ -60,11 +60,10 @@ def summary_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _counts(run: LoadRun) -> str:
-    s = run.stats
-    p99 = s.latency.get_value_at_percentile(99) / 1000 if s.latency.get_total_count() else 0.0
-    return (f"sent {s.sent}  ok {s.succeeded}  failed {s.failed}  dropped {s.dropped}  "
-            f"rate {s.current_rate(time.monotonic()):.1f}/s  p99 {p99:.1f} ms")
+def _counts(p: dict[str, Any]) -> str:
+    """One progress line's counts, from `loadgen.progress` (local) or a Job's progress event (--in-cluster)."""
+    return (f"sent {p['sent']}  ok {p['succeeded']}  failed {p['failed']}  dropped {p['dropped']}  "
+            f"rate {p['rate']:.1f}/s  p99 {p['p99_ms']:.1f} ms")
 
 
 async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
@@ -88,16 +87,17 @@ async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
             bar = progress.add_task("load", total=config.scheduled_total, line="")
             with Live(progress, console=err, refresh_per_second=4):
                 while not worker.done():
-                    progress.update(bar, completed=run.stats.scheduled, line=_counts(run))
+                    progress.update(bar, completed=run.stats.scheduled, line=_counts(counts_of(run, 0.0)))
                     await asyncio.wait({worker}, timeout=0.25)
-                progress.update(bar, completed=run.stats.scheduled, line=_counts(run))
+                progress.update(bar, completed=run.stats.scheduled, line=_counts(counts_of(run, 0.0)))
         else:
             elapsed = 0.0
             while not worker.done():
                 await asyncio.wait({worker}, timeout=5.0)
                 elapsed += 5.0
                 if not worker.done():
-                    say(f"{elapsed:5.0f} s  scheduled {run.stats.scheduled}/{config.scheduled_total}  {_counts(run)}")
+                    say(f"{elapsed:5.0f} s  scheduled {run.stats.scheduled}/{config.scheduled_total}  "
+                        f"{_counts(counts_of(run, elapsed))}")
         await worker
     except asyncio.CancelledError:
         pass
@@ -166,14 +166,12 @@ def _in_cluster(target_name: str | None, base_url: str | None, options: LoadConf
                         "already runs next to the service", USAGE)
     last = [0.0]
 
-    def progress(event: dict[str, Any]) -> None:
+    def show(event: dict[str, Any]) -> None:
         if sys.stderr.isatty() or event["elapsed_s"] - last[0] >= 5.0:
             last[0] = event["elapsed_s"]
-            say(f"{event['elapsed_s']:6.1f} s  scheduled {event['scheduled']}/{event['total']}  sent "
-                f"{event['sent']}  ok {event['succeeded']}  failed {event['failed']}  dropped {event['dropped']}  "
-                f"rate {event['rate']:.1f}/s  p99 {event['p99_ms']:.1f} ms")
+            say(f"{event['elapsed_s']:5.0f} s  scheduled {event['scheduled']}/{event['total']}  {_counts(event)}")
 
-    return incluster.run(target, options, progress, say)
+    return incluster.run(target, options, show, say)
 
 
 def _dumps(data: dict[str, Any]) -> str:
