@@ -23,6 +23,7 @@ import aiohttp.web
 import yaml
 from kmock import KubernetesEmulator, ResourceInfo, Server, resource
 from kmock._internal import parsing, rendering
+from kmock._internal.dicts import merge_patch_dict
 
 # group, version, plural, kind, namespaced
 RESOURCES = [
@@ -166,7 +167,7 @@ class Cluster(KubernetesEmulator):
                             {k: meta[k] for k in ("uid", "creationTimestamp") if k in meta} | bump)
                         object.__setattr__(request, "data", {**dropped, **data})
                         object.__setattr__(request, "action", parsing.enums.action.UPDATE)
-                    elif self._changes(current, request.data):
+                    elif merge_patch_dict(current, request.data) != current:  # kmock's own merge
                         request.data.setdefault("metadata", {}).update(bump)
         response = await super()._handle(request)
         if method == "POST" and request.resource is not None and response.status == 200:
@@ -203,20 +204,6 @@ class Cluster(KubernetesEmulator):
             if str(node) != value:
                 return False
         return True
-
-    @staticmethod
-    def _changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
-        def merged(a: Any, b: Any) -> Any:
-            if isinstance(a, dict) and isinstance(b, dict):
-                out = dict(a)
-                for k, v in b.items():
-                    if v is None:
-                        out.pop(k, None)
-                    else:
-                        out[k] = merged(a.get(k), v)
-                return out
-            return b
-        return merged(current, patch) != current
 
     async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
         payload = await super()._serve_version(request)
