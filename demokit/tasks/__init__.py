@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from demokit.tasks import bench, dev, load, metrics, render, stack
+from demokit.tasks import bench, dev, kube, load, metrics, render, stack
 
 ns = Collection()
-for module in (dev, load, metrics, render, stack):
+for module in (dev, kube, load, metrics, render, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
 ns.add_collection(bench.ns)

@@ -1,0 +1,59 @@
+"""`./run cluster start|stop|status|env`: the real Kubernetes control plane the tests use, by hand (the
+`testcluster` target points at it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from invoke import Context, task
+
+from demokit import controlplane, kubebuild
+from demokit.errors import USAGE, UserError, friendly
+from demokit.targets import ROOT
+from demokit.tasks.common import emit_json, out, say
+
+ACTIONS = ("start", "stop", "status", "env")
+
+
+def plane() -> controlplane.ControlPlane:
+    """The control plane's folder: .metalmart/kube, or METALMART_KUBE_DIR (the tests run one of their own)."""
+    return controlplane.ControlPlane(Path(os.environ.get("METALMART_KUBE_DIR") or ROOT / ".metalmart" / "kube"))
+
+
+@task(positional=["action"], help={"action": "start | stop | status | env", "json": "status: print JSON only"})
+@friendly
+def cluster(c: Context, action: str, json: bool = False) -> None:
+    """A local Kubernetes control plane (etcd, API server, controllers, scheduler, kwok nodes) for the testcluster
+    target; the first start builds its binaries from pinned Go modules (a few minutes, then cached)."""
+    if action not in ACTIONS:
+        raise UserError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, e.g. ./run cluster start", USAGE)
+    cp = plane()
+    if action == "start":
+        if not cp.start(say):
+            say(f"the control plane is already running at {cp.server}; nothing to do")
+        say("next: ./run fresh-start --target testcluster")
+    elif action == "stop":
+        if not cp.stop(say):
+            say("the control plane was not running; nothing to stop")
+    elif action == "env":
+        out.print(f"export KUBECONFIG={cp.kubeconfig}", markup=False)
+    else:
+        running = cp.running()
+        data = {"running": running, "server": cp.server if running else None,
+                "kubeconfig": str(cp.kubeconfig) if running else None, "context": cp.context,
+                "processes": {n: p["statename"] for n, p in cp.supervisor.processes().items()},
+                "binaries": {comp.name: str(kubebuild.binary(comp.name)) if kubebuild.binary(comp.name).is_file()
+                             else None for comp in kubebuild.COMPONENTS}}
+        if json:
+            emit_json(data)
+            return
+        if not running:
+            out.print("the control plane is not running: ./run cluster start")
+        else:
+            out.print(f"control plane at {cp.server}, context {cp.context}, kubeconfig {cp.kubeconfig}")
+        for name, state in data["processes"].items():
+            out.print(f"  {name:<24} {state}")
+
+
+TASKS = {"cluster": cluster}
