@@ -17,6 +17,18 @@ DOCUMENTATION = """
 """
 
 HELPERS = {"k8s_objects"}
+INCLUDES = {"include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role"}
+
+
+def _tasks(blocks):
+    """Every task of a play, through its blocks."""
+    for block in blocks:
+        for item in (getattr(block, "block", None) or []) + (getattr(block, "rescue", None) or []) \
+                + (getattr(block, "always", None) or []):
+            if hasattr(item, "block"):
+                yield from _tasks([item])
+            else:
+                yield item
 
 
 def _will_be_rescued(task) -> bool:
@@ -54,7 +66,10 @@ class CallbackModule(CallbackBase):
         names = []
         for play in playbook.get_plays():
             roles = [r.get_name() for r in play.get_roles() if r.get_name() not in HELPERS]
-            names += roles or [play.get_name()]
+            tasks = list(_tasks(play.tasks))
+            included = [t.args.get("name") for t in tasks if t.action in INCLUDES]
+            plain = [t for t in tasks if t.action not in INCLUDES and t.action != "meta"]
+            names += roles + [n for n in included if n not in HELPERS] + ([play.get_name()] if plain else [])
         self.total = len(names)
 
     def _step_of(self, task) -> str:
@@ -77,6 +92,8 @@ class CallbackModule(CallbackBase):
         self.step, self.notes, self.changed = None, [], False
 
     def v2_playbook_on_task_start(self, task, is_conditional) -> None:
+        if task.action in INCLUDES and not task._role:
+            return  # the play including a role: the role's own tasks start its step
         step = self._step_of(task)
         if step != self.step:
             self._finish()

@@ -33,13 +33,42 @@ def licence_given() -> bool:
     return bool(os.environ.get("MIRRORD_LICENSE_KEY"))
 
 
+def tool_path() -> str:
+    """PATH for Ansible: the user's, then (as a fallback) the pinned Helm 3 that `./run cluster start` builds."""
+    from demokit import kubebuild
+
+    helm = kubebuild.binary("helm")
+    extra = [str(helm.parent)] if helm.is_file() else []
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""), *extra])
+
+
 def missing_tools(target: Target, vault_licence: bool = False) -> list[str]:
     needed: list[tuple[str, tuple[str, ...]]] = []
     if target.kind == "minikube":
         needed += [("minikube", ("minikube",)), ("container runtime", ("docker", "podman"))]
     if licence_given() or vault_licence:
         needed.append(("helm", ("helm",)))
-    return [f"{name} is missing: {INSTALL[name]}" for name, cmds in needed if not any(shutil.which(c) for c in cmds)]
+    path = tool_path()
+    return [f"{name} is missing: {INSTALL[name]}" for name, cmds in needed
+            if not any(shutil.which(c, path=path) for c in cmds)]
+
+
+def helm_problem() -> str | None:
+    """kubernetes.core 6.2.0 (in ansible 12.3.0) predates Helm 4: its helm modules misread Helm 4 (e.g. "too many
+    values to unpack" with a plugin installed, kubernetes.core#1041). Refuse it before anything runs."""
+    helm = shutil.which("helm", path=tool_path())
+    if helm is None:
+        return None
+    done = subprocess.run([helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True,
+                          timeout=30)
+    version = done.stdout.strip()
+    if done.returncode != 0 or not version.startswith("v"):
+        return f"{helm} did not tell its version ({(done.stderr or done.stdout).strip()[:120]}); is it Helm 3?"
+    if not version.startswith("v3."):
+        return (f"{helm} is Helm {version}; the pinned kubernetes.core 6.2.0 drives Helm 3 only (Helm 4 breaks its "
+                "helm modules, kubernetes.core#1041): install Helm 3 (https://helm.sh/docs/intro/install/, e.g. "
+                "v3.21) first on PATH")
+    return None
 
 
 def has_vault_licence(target: Target) -> bool:
@@ -50,7 +79,11 @@ def has_vault_licence(target: Target) -> bool:
 
 
 def preflight(target: Target) -> None:
-    problems = missing_tools(target, has_vault_licence(target))
+    licence = has_vault_licence(target) or licence_given()
+    problems = missing_tools(target, licence)
+    if not problems and licence:
+        problem = helm_problem()
+        problems = [problem] if problem else []
     if problems:
         raise UserError("; ".join(problems), NOT_READY)
 
@@ -79,7 +112,8 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
                str(ROOT / "playbooks" / f"{playbook}.yml"), "-e", f"@{extra_file}"]
     run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
                "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "callback_plugins"),
-               "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+               "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+               "PATH": tool_path()}
     say(f"running {playbook} on {target.name}; Ansible's log: {log}")
     changed = failed = 0
     try:
@@ -115,6 +149,33 @@ def confirm_teardown(target: Target, yes: bool, delete_cluster: bool) -> None:
         raise UserError("nothing deleted", USAGE)
 
 
+OWNER_LABEL = "metalmart.metalbear.co/installed-by"
+
+
+def operator_state(target: Target, api: Any) -> str:
+    """The truth about the mirrord operator: installed by this project, running but someone else's, or absent."""
+    from kubernetes import client
+
+    ns = str(target.get("mirrord_operator_namespace", "mirrord"))
+    try:
+        client.ApiregistrationV1Api(api).read_api_service("v1.operator.metalbear.co")
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return "not installed"
+        raise
+    try:
+        labels = client.CoreV1Api(api).read_namespace(ns).metadata.labels or {}
+    except client.ApiException:
+        labels = {}
+    owner = "installed by this project" if labels.get(OWNER_LABEL) == "metalmart" else \
+        "running, installed by someone else (left alone)"
+    try:
+        op = client.AppsV1Api(api).read_namespaced_deployment("mirrord-operator", ns)
+        return f"{owner}, {(op.status.ready_replicas or 0)}/{op.spec.replicas} ready"
+    except client.ApiException:
+        return owner
+
+
 def status(target: Target) -> dict[str, Any]:
     """Workloads and their readiness, DEMO_MODE, the operator and the splitting resources, read from the cluster."""
     from kubernetes import client
@@ -147,23 +208,20 @@ def status(target: Target) -> dict[str, Any]:
             if w.metadata.name == "order-processor":
                 env = {e.name: e.value for e in container.env or []}
                 demo_mode = env.get("DEMO_MODE") == "true"
-    operator: str
-    try:
-        op = apps.read_namespaced_deployment("mirrord-operator", target.get("mirrord_operator_namespace", "mirrord"))
-        operator = f"installed, {(op.status.ready_replicas or 0)}/{op.spec.replicas} ready"
-    except client.ApiException:
-        operator = "not installed"
+    operator = operator_state(target, api)
     splitting = []
-    model = target.get("mirrord_splitting_model", "current")
-    queues, operator_ns = "queues.mirrord.metalbear.co", target.get("mirrord_operator_namespace")
+    queues, operator_ns = "queues.mirrord.metalbear.co", str(target.get("mirrord_operator_namespace", "mirrord"))
+    # Both models, whichever the inventory chose: what is in the cluster is what counts.
     kinds = [("mirrord.metalbear.co", "v1", "mirrordpropertylists", ns),
-             (queues, "v1", "mirrordsplitconfigs", ns)] if model == "current" else [
-        (queues, "v1alpha", "mirrordkafkaclientconfigs", operator_ns),
-        (queues, "v1alpha", "mirrordkafkatopicsconsumers", ns)]
+             (queues, "v1", "mirrordsplitconfigs", ns),
+             (queues, "v1alpha", "mirrordkafkaclientconfigs", operator_ns),
+             (queues, "v1alpha", "mirrordkafkatopicsconsumers", ns)]
     for group, version, plural, where in kinds:
         try:
-            found = custom.list_namespaced_custom_object(group, version, where, plural)["items"]
-            splitting += [{"kind": o["kind"], "name": o["metadata"]["name"], "namespace": where} for o in found]
+            found = custom.list_namespaced_custom_object(group, version, where, plural,
+                                                         label_selector="app.kubernetes.io/part-of=metalmart")
+            splitting += [{"kind": o["kind"], "name": o["metadata"]["name"], "namespace": where}
+                          for o in found["items"]]
         except client.ApiException:
             continue
     return {"target": target.name, "namespace": ns, "workloads": workloads, "demo_mode": demo_mode,

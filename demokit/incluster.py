@@ -47,24 +47,43 @@ def run(target: Target, config: LoadConfig, on_progress: Callable[[dict[str, Any
     try:
         pod = _wait_for_pod(core, ns, config.run_id, start_timeout)
         report = None
-        stream = core.read_namespaced_pod_log(pod, ns, follow=True, _preload_content=False)
-        for raw in stream.stream():
-            for line in raw.decode(errors="replace").splitlines():
-                event = _event(line)
-                if event is None:
-                    continue
-                if event["event"] == "progress":
-                    on_progress(event)
-                elif event["event"] == "report":
-                    report = event["report"]
-                elif event["event"] == "error":
-                    raise UserError(f"the in-cluster generator stopped: {event['message']}", int(event["code"]))
+        # A log asked for too early (the container still starting) is refused for a moment: ask again, bounded.
+        try:
+            stream = probes.until(lambda: core.read_namespaced_pod_log(pod, ns, follow=True,
+                                                                       _preload_content=False),
+                                  30, f"the log of pod {pod}")
+        except probes.NotReady as exc:
+            raise UserError(f"{exc}; kubectl -n {ns} describe pod {pod}", NOT_READY) from None
+        for line in lines(stream.stream()):
+            event = _event(line)
+            if event is None:
+                continue
+            if event["event"] == "progress":
+                on_progress(event)
+            elif event["event"] == "report":
+                report = event["report"]
+                break  # the last line: the Job is done (a follow may stay open until the pod is gone)
+            elif event["event"] == "error":
+                raise UserError(f"the in-cluster generator stopped: {event['message']}", int(event["code"]))
         if report is None:
             raise UserError(f"the Job's pod {pod} ended without a report; kubectl -n {ns} logs {pod}", NOT_READY)
         return report
     finally:
         with contextlib.suppress(client.ApiException):
             batch.delete_namespaced_job(name, ns, propagation_policy="Background")
+
+
+def lines(chunks: Any) -> Any:
+    """Whole lines from a stream of byte chunks: a line split across two chunks is carried over, and the last one
+    counts even without a final newline (the report is the last line)."""
+    partial = b""
+    for chunk in chunks:
+        partial += chunk
+        *complete, partial = partial.split(b"\n")
+        for line in complete:
+            yield line.decode(errors="replace")
+    if partial:
+        yield partial.decode(errors="replace")
 
 
 def _event(line: str) -> dict[str, Any] | None:

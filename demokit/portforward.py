@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,22 +38,71 @@ def ready_pod(api: Any, namespace: str, app: str) -> str:
     raise UserError(f"no ready {app} pod in namespace {namespace}; see ./run status", NOT_READY)
 
 
-def _pump(a: Any, b: Any) -> None:
-    """Copy bytes both ways until either side closes."""
-    try:
-        while True:
-            readable, _, _ = select.select([a, b], [], [], 60)
-            for src in readable:
-                data = src.recv(65536)
-                if not data:
-                    return
-                (b if src is a else a).sendall(data)
-    except OSError:
-        return
-    finally:
-        for s in (a, b):
+class _Forward:
+    """One forwarded connection: a local socket and the API server's port-forward websocket (v4.channel.k8s.io:
+    channel 0 carries data, channel 1 errors, and the first frame of each holds the port number). Driven here rather
+    than through the official client's proxy thread, which prints a traceback when a connection is reset; any end of
+    the connection simply closes both sides."""
+
+    def __init__(self, api: Any, namespace: str, pod: str, port: int) -> None:
+        from kubernetes.stream.ws_client import create_websocket, get_websocket_url
+
+        cfg = api.configuration
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)  # exec plugins and expiring tokens (EKS, GKE)
+        token = cfg.get_api_key_with_prefix("authorization")
+        headers = {"sec-websocket-protocol": "v4.channel.k8s.io", **({"authorization": token} if token else {})}
+        url = get_websocket_url(f"{cfg.host}/api/v1/namespaces/{namespace}/pods/{pod}/portforward?ports={port}")
+        self.ws = create_websocket(cfg, url, headers)
+        self.where = f"{namespace}/{pod}:{port}"
+        self._seen: set[int] = set()
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        """The next (channel, payload) from the websocket, the port-number prefix removed; None when it closed."""
+        import websocket
+
+        opcode, frame = self.ws.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return None
+        if opcode not in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT) or not frame.data:
+            return -1, b""
+        data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
+        channel, payload = data[0], data[1:]
+        if channel not in self._seen:
+            self._seen.add(channel)
+            payload = payload[2:]
+        return channel, payload
+
+    def pump(self, conn: socket.socket) -> None:
+        import websocket
+
+        sock = self.ws.sock
+        try:
+            while True:
+                pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                readable = [sock] if pending else select.select([conn, sock], [], [], 60)[0]
+                if conn in readable:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    self.ws.send_binary(b"\0" + data)
+                if sock in readable:
+                    got = self._frame()
+                    if got is None:
+                        return
+                    channel, payload = got
+                    if channel == 0 and payload:
+                        conn.sendall(payload)
+                    elif channel == 1 and payload:
+                        sys.stderr.write(f"port-forward to {self.where}: {payload.decode(errors='replace')[:200]}\n")
+                        return
+        except (OSError, websocket.WebSocketException):
+            return  # either side reset the connection: close both, as kubectl does
+        finally:
+            with contextlib.suppress(OSError, websocket.WebSocketException):
+                self.ws.close()
             with contextlib.suppress(OSError):
-                s.close()
+                conn.close()
 
 
 class Tunnel:
@@ -86,24 +136,16 @@ class Tunnel:
             threading.Thread(target=self._carry, args=(conn,), daemon=True).start()
 
     def _carry(self, conn: socket.socket) -> None:
-        from kubernetes import client
-        from kubernetes.stream import portforward
+        import websocket
 
         try:
-            # A client of its own per connection: kubernetes.stream swaps the ApiClient's request method while it
-            # upgrades, which is not safe across threads.
-            own = client.CoreV1Api(client.ApiClient(self.api.configuration))
-            pf = portforward(own.connect_get_namespaced_pod_portforward, self.pod,
-                             self.namespace, ports=str(self.remote_port))
-            remote = pf.socket(self.remote_port)
-            remote.setblocking(True)
-        except Exception as exc:  # the API refused the upgrade: drop this connection, the client sees it closed
-            reason = getattr(exc, "reason", None) or exc
+            forward = _Forward(self.api, self.namespace, self.pod, self.remote_port)
+        except (OSError, websocket.WebSocketException) as exc:  # the API refused the upgrade: drop this connection
             sys.stderr.write(f"port-forward to {self.namespace}/{self.pod}:{self.remote_port} failed: "
-                             f"{str(reason).splitlines()[0][:200]}\n")
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}\n")
             conn.close()
             return
-        _pump(conn, remote)
+        forward.pump(conn)
 
     def close(self) -> None:
         self._closed.set()
@@ -118,7 +160,7 @@ def api_client(target: Target) -> Any:
 
     context = target.get("kube_context")
     try:
-        return config.new_client_from_config(context=context)
+        return config.new_client_from_config(config_file=target.kubeconfig(), context=context)
     except (config.ConfigException, OSError) as exc:
         raise UserError(f"no Kubernetes config for target {target.name!r} (context {context!r}): {exc}; is the "
                         f"cluster up? ./run fresh-start --target {target.name}", NOT_READY) from None

@@ -31,6 +31,11 @@ class Target:
     def get(self, key: str, default: Any = None) -> Any:
         return self.vars.get(key, default)
 
+    def kubeconfig(self) -> str | None:
+        """The inventory's `kubeconfig_path` (relative to the repository), or None for the usual KUBECONFIG."""
+        raw = self.vars.get("kubeconfig_path")
+        return str(raw if Path(raw).is_absolute() else ROOT / raw) if raw else None
+
     def state_dir(self) -> Path:
         raw = Path(self.vars.get("local_state_dir", f".metalmart/{self.name}"))
         return raw if raw.is_absolute() else ROOT / raw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke import Context, task
 from rich.table import Table
 
-from demokit import cluster, images, targets
+from demokit import cluster, images, portforward, targets
 from demokit.errors import USAGE, UserError, friendly
 from demokit.localstack import SERVICES, LocalStack
 from demokit.tasks.common import emit_json, out, say
@@ -21,8 +21,10 @@ def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) 
     ns, profile = target.get("metalmart_namespace"), target.get("minikube_profile")
     url = f"minikube --profile {profile} service storefront --namespace {ns} --url" if target.kind == "minikube" \
         else f"kubectl --namespace {ns} port-forward svc/storefront 8080:8080"
-    operator = "installed (Kafka splitting on)" if cluster.licence_given() or cluster.has_vault_licence(target) \
-        else "skipped: no licence (MIRRORD_LICENSE_KEY or Ansible Vault)"
+    operator = cluster.operator_state(target, portforward.api_client(target))
+    if operator == "not installed":
+        operator += ": no licence (MIRRORD_LICENSE_KEY or Ansible Vault)" if not (
+            cluster.licence_given() or cluster.has_vault_licence(target)) else ""
     out.print()
     out.print(f"[bold]Storefront[/bold]  {url}")
     out.print(f"[bold]DEMO_MODE[/bold]   {'on' if target.get('demo_mode') else 'off'}")
