@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Broker, Postgres
+from demokit.controlplane import ControlPlane
+from demokit.probes import free_port, http_ok, until
+from tests import kube
+from tests.helpers import ROOT, AppStack, Broker, Postgres, Proc, service
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +37,60 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'metalmart.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+# ---- a real Kubernetes control plane ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver, controller-manager, scheduler and kwok on 127.0.0.1 (built once, then cached)."""
+    plane = ControlPlane(tmp_path_factory.mktemp("kube"), context=kube.CONTEXT)
+    plane.start(lambda m: print(m, file=sys.stderr))
+    yield plane
+    plane.stop(lambda _m: None)
+
+
+class PodBackend:
+    """What the cluster's app pods stand for, as local processes: the order service, the processor and the
+    catalogue on SQLite and the session's broker. `exec` in any pod runs locally with ORDER_SERVICE_URL pointing
+    here (the verify step's smoke order ships through them)."""
+
+    def __init__(self, broker: Broker, log_dir: Path, tmp: Path) -> None:
+        self.stack = AppStack(broker.bootstrap, f"sqlite:///{tmp / 'pods.db'}", log_dir).start()
+        self.catalogue_port = free_port()
+        self.catalogue: Proc = service("catalogue", {"DATABASE_URL": self.stack.database_url,
+                                                     "PORT": str(self.catalogue_port)}, log_dir).start()
+        until(lambda: http_ok(f"http://127.0.0.1:{self.catalogue_port}/ready"), 30, "catalogue")
+
+    @property
+    def order_port(self) -> int:
+        return self.stack.order_port
+
+    def stop(self) -> None:
+        self.catalogue.stop()
+        self.stack.stop()
+
+
+@pytest.fixture(scope="session")
+def pod_backend(control_plane: ControlPlane, broker: Broker, log_dir: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodBackend]:
+    backend = PodBackend(broker, log_dir, tmp_path_factory.mktemp("pods"))
+    control_plane.exec_locally("metalmart-tests", {"ORDER_SERVICE_URL": backend.stack.base}, ROOT)
+    yield backend
+    backend.stop()
+
+
+class Converged:
+    def __init__(self, target: kube.ClusterTarget, first: object, second: object) -> None:
+        self.target, self.first, self.second = target, first, second
+
+
+@pytest.fixture(scope="session")
+def converged(control_plane: ControlPlane, pod_backend: PodBackend,
+              tmp_path_factory: pytest.TempPathFactory) -> Converged:
+    """A cluster target brought up twice with `./run fresh-start` (its verify step's smoke order shipped through
+    the pod backend). Tests that change it restore it; the teardown test runs last (tests/test_deploy_roles.py)."""
+    target = kube.make_target(control_plane, tmp_path_factory.mktemp("converge"))
+    first = target.run("fresh-start", "--target", target.name)
+    second = target.run("fresh-start", "--target", target.name)
+    return Converged(target, first, second)

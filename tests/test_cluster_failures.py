@@ -1,0 +1,207 @@
+"""What a real cluster breaks, each reproduced against the real control plane (or, for the laptop's tools, with a
+stand-in on PATH): the preflight, storage, a failed image build, a failing object, the operator's chart (installed,
+someone else's, removed) and teardown with an APIService that does not answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from demokit import images
+from demokit.controlplane import STORAGE_CLASS, ControlPlane
+from tests import kube
+from tests.helpers import ROOT
+
+needs_chart = pytest.mark.skipif(not kube.SHARED_CHART.is_dir(),
+                                 reason="../shared/mirrord/charts (the operator's chart) is not beside this checkout")
+LICENCE = "licence-" + "7f3a" * 8
+
+
+def _steps(stderr: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+\d+/\d+ (\S+)\s+[\d.]+ s\s+(\w+)$", stderr, re.M)}
+
+
+def _tool(folder: Path, name: str, script: str) -> None:
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text("#!/usr/bin/env bash\n" + script)
+    path.chmod(0o755)
+
+
+# ---- the laptop's tools -----------------------------------------------------------------------------------------
+
+def test_preflight_names_each_missing_tool_with_how_to_install_it() -> None:
+    bare = {**os.environ, "PATH": str(Path(sys.executable).parent), "MIRRORD_LICENSE_KEY": "x" * 8,
+            "METALMART_KUBE_CACHE": "/nonexistent"}
+    done = subprocess.run([sys.executable, "-m", "invoke", "fresh-start", "--target", "minikube"], cwd=ROOT,
+                          env=bare, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4
+    line = done.stderr.strip().splitlines()[-1]
+    assert len(done.stderr.strip().splitlines()) == 1, "nothing ran before the preflight"
+    for tool, hint in (("minikube", "minikube.sigs.k8s.io"), ("container runtime", "Docker"), ("helm", "helm.sh")):
+        assert f"{tool} is missing" in line and hint in line
+    assert "x" * 8 not in done.stderr + done.stdout, "the licence is never printed"
+
+
+def test_helm_4_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """kubernetes.core 6.2.0 drives Helm 3 only."""
+    _tool(tmp_path / "bin", "helm", 'echo "v4.0.1"\n')
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin",
+           "MIRRORD_LICENSE_KEY": LICENCE}
+    done = subprocess.run([sys.executable, "-m", "invoke", "fresh-start", "--target", "testcluster"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Helm v4.0.1" in done.stderr and "Helm 3" in done.stderr and LICENCE not in done.stderr
+
+
+def test_a_failed_image_build_stops_the_run(tmp_path: Path) -> None:
+    """`minikube image build` exits 0 when the build fails (kubernetes/minikube#16576): the tag is looked for."""
+    calls = tmp_path / "calls"
+    _tool(tmp_path / "bin", "minikube", f'echo "$*" >> {calls}\n'
+          'case "$2" in ls) echo registry.k8s.io/pause:3.9;; build) echo "ERROR: failed to solve";; esac\nexit 0\n')
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                           "inventories/minikube/hosts.yml", "playbooks/fresh-start.yml", "--tags", "images",
+                           "-e", json.dumps({"metalmart_image_tag": images.content_tag()})],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"the image build did not make metalmart:{images.content_tag()} inside minikube" in done.stdout
+    assert "ERROR: failed to solve" in done.stdout, "the build's own last lines are shown"
+    assert [c.split()[:2] for c in calls.read_text().splitlines()] == [["image", "ls"], ["image", "build"],
+                                                                     ["image", "ls"]]
+
+
+# ---- storage ----------------------------------------------------------------------------------------------------
+
+def test_a_volume_that_could_never_bind_stops_the_run_in_one_line(control_plane: ControlPlane,
+                                                                   tmp_path: Path) -> None:
+    from kubernetes import client
+
+    target = kube.make_target(control_plane, tmp_path, postgres_storage_class="fast-ssd")
+    named = target.run("fresh-start", "--target", target.name, "--no-smoke", check=False)
+    assert named.returncode == 4 and _steps(named.stderr)["postgres"] == "FAILED"
+    assert f"StorageClass fast-ssd does not exist in the cluster (it has: {STORAGE_CLASS})" in named.stderr
+    assert "set postgres_storage_class in the inventory" in named.stderr
+
+    storage = client.StorageV1Api(control_plane.api())
+    default = {"storageclass.kubernetes.io/is-default-class": "true"}
+    storage.patch_storage_class(STORAGE_CLASS, {"metadata": {"annotations": {
+        "storageclass.kubernetes.io/is-default-class": "false"}}})
+    try:
+        target.set_vars(postgres_storage_class=None)
+        unnamed = target.run("fresh-start", "--target", target.name, "--no-smoke", check=False)
+        target.set_vars(postgres_storage_class=STORAGE_CLASS, kafka_storage_class=STORAGE_CLASS)
+        bound = target.playbook("deploy-cluster", "--tags", "namespace,postgres")
+        claim = target.objects("v1", "PersistentVolumeClaim")["data-postgres-0"]
+    finally:
+        storage.patch_storage_class(STORAGE_CLASS, {"metadata": {"annotations": default}})
+        target.run("teardown", "--target", target.name, "--yes")
+    assert unnamed.returncode == 4 and _steps(unnamed.stderr)["postgres"] == "FAILED"
+    assert "the cluster has no default StorageClass (it has: metalmart-local)" in unnamed.stderr
+    assert bound.returncode == 0, bound.stdout[-2000:]
+    assert claim["spec"]["storageClassName"] == STORAGE_CLASS and claim["status"]["phase"] == "Bound", \
+        "a named class binds without a default"
+
+
+def test_a_failing_object_stops_the_run_with_its_events(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """Pods that no node can hold: the Deployment never becomes available, and the report names it, with the
+    scheduler's own warning."""
+    target = kube.make_target(control_plane, tmp_path, k8s_objects_wait_timeout=15,
+                              metalmart_app_resources={"requests": {"cpu": "5000", "memory": "128Mi"}})
+    try:
+        done = target.run("fresh-start", "--target", target.name, check=False)
+    finally:
+        target.run("teardown", "--target", target.name, "--yes")
+    assert done.returncode == 4
+    steps = _steps(done.stderr)
+    assert steps["metalmart_app"] == "FAILED" and "seed" not in steps, "nothing after the failing step runs"
+    failed = re.search(r"app/deployment\.yaml\.j2 \(Deployment/(\S+)\) failed: .*Timed out", done.stderr)
+    assert failed, done.stderr[-2000:]
+    assert "Insufficient cpu" in done.stderr, "the scheduler's warning about that Deployment's pod"
+    assert f"describe deployment/{failed.group(1)}" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: deploy-cluster failed on {target.name}")
+
+
+# ---- the mirrord operator's chart, through a real helm ------------------------------------------------------------
+
+def _helm(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    from demokit import kubebuild
+
+    done = subprocess.run([str(kubebuild.binary("helm")), "--kubeconfig", str(plane.kubeconfig), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@needs_chart
+def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control_plane: ControlPlane,
+                                                                         tmp_path: Path) -> None:
+    from kubernetes import client
+
+    target = kube.make_target(control_plane, tmp_path)
+    licensed = {"MIRRORD_LICENSE_KEY": LICENCE}
+    first = target.run("fresh-start", "--target", target.name, "--no-smoke", env=licensed)
+    second = target.run("fresh-start", "--target", target.name, "--no-smoke", env=licensed)
+    status = json.loads(target.run("status", "--target", target.name, "--json").stdout)
+    operator = target.objects("apps/v1", "Deployment", "mirrord").get("mirrord-operator")
+    secret = target.objects("v1", "Secret", "mirrord").get("mirrord-license")
+    down = target.run("teardown", "--target", target.name, "--yes")
+
+    steps = _steps(first.stderr)
+    assert steps["mirrord_operator"] == steps["queue_splitting"] == "changed"
+    assert "installed by this project, 1/1 ready" in first.stdout
+    assert set(_steps(second.stderr).values()) == {"unchanged"}, "the release is left as it is"
+    assert operator is not None and operator["status"]["readyReplicas"] == 1
+    assert operator["spec"]["template"]["spec"]["containers"][0]["envFrom"] == \
+        [{"secretRef": {"name": "mirrord-license"}}], "the licence reaches the operator from the Secret"
+    assert secret is not None, "the licence Secret the chart refers to"
+    assert sorted(s["kind"] for s in status["splitting"]) == ["MirrordPropertyList", "MirrordSplitConfig"]
+    assert status["operator"].startswith("installed by this project")
+    logs = "".join(p.read_text() for p in target.state.glob("*.log"))
+    assert LICENCE not in logs + first.stdout + first.stderr + second.stderr + down.stderr
+    api = client.ApiregistrationV1Api(control_plane.api())
+    assert "v1.operator.metalbear.co" not in {a.metadata.name for a in api.list_api_service().items}
+    namespaces = target.objects("v1", "Namespace")
+    assert target.namespace not in namespaces and "mirrord" not in namespaces, "the operator went with its namespace"
+    assert _steps(down.stderr)["mirrord_operator"] == "changed"
+
+
+@needs_chart
+def test_someone_elses_operator_is_left_alone_and_its_dead_api_stops_teardown_at_once(
+        control_plane: ControlPlane, tmp_path: Path) -> None:
+    """An operator another team installed (with an APIService no pod serves, as on this control plane): fresh-start
+    leaves it alone, teardown says which APIService would make the namespace deletion hang instead of waiting;
+    once it is uninstalled, the next run sees that (the CRDs, not a discovery cache) and skips the resources."""
+    # As the chart's README installs it: the release in `default`, the operator in the namespace the chart makes.
+    _helm(control_plane, "install", "mirrord-operator", str(kube.SHARED_CHART),
+          "--set", "license.key=someone-elses", "--set", "operator.kafkaSplitting=true", "--wait")
+    target = kube.make_target(control_plane, tmp_path)
+    try:
+        licensed = {"MIRRORD_LICENSE_KEY": LICENCE}
+        first = target.run("fresh-start", "--target", target.name, "--no-smoke", env=licensed)
+        refused = target.run("teardown", "--target", target.name, "--yes", check=False)
+        values = yaml.safe_load(_helm(control_plane, "get", "values", "mirrord-operator", "-o", "yaml").stdout)
+    finally:
+        _helm(control_plane, "uninstall", "mirrord-operator", "--wait")
+    after = target.run("fresh-start", "--target", target.name, "--no-smoke")
+    down = target.run("teardown", "--target", target.name, "--yes")
+
+    assert "already runs in this cluster (not installed by this project): left alone" in first.stderr
+    assert "running, installed by someone else (left alone)" in first.stdout
+    assert _steps(first.stderr)["queue_splitting"] == "changed", "its CRDs are there: the resources are applied"
+    assert values == {"license": {"key": "someone-elses"}, "operator": {"kafkaSplitting": True}}, \
+        "its values are its owner's"
+    assert refused.returncode == 4 and _steps(refused.stderr)["namespace"] == "FAILED"
+    assert "APIService v1.operator.metalbear.co is unavailable" in refused.stderr
+    assert "kubectl delete apiservice v1.operator.metalbear.co" in refused.stderr
+    assert "was not installed by this project: left alone" in refused.stderr
+    assert "the cluster has no mirrord splitting resources" in after.stderr, "asked the cluster, not a cache"
+    assert "404" not in after.stderr
+    assert target.namespace not in target.objects("v1", "Namespace") and "deleted" in down.stderr
