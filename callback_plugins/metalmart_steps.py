@@ -16,7 +16,7 @@ DOCUMENTATION = """
     requirements: [enable in configuration]
 """
 
-HELPERS = {"k8s_objects"}
+HELPERS = {"k8s_objects", "metalmart", "mirrord_config", "engineers"}
 INCLUDES = {"include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role"}
 
 
@@ -69,14 +69,22 @@ class CallbackModule(CallbackBase):
             tasks = list(_tasks(play.tasks))
             included = [t.args.get("name") for t in tasks if t.action in INCLUDES]
             plain = [t for t in tasks if t.action not in INCLUDES and t.action != "meta"]
-            names += roles + [n for n in included if n not in HELPERS] + ([play.get_name()] if plain else [])
+            steps = roles + [n for n in included if n not in HELPERS]
+            names += steps + ([play.get_name()] if plain or not steps else [])
         self.total = len(names)
 
-    def _step_of(self, task) -> str:
+    def _step_of(self, task) -> str | None:
+        """The step a task belongs to; None for a helper's task before any step (it belongs to the next one)."""
         role = task._role.get_name() if task._role else None
-        if role in HELPERS and self.step:
-            return self.step
-        return role or (task._parent._play.get_name() if task._parent else "tasks")
+        play = task._parent._play.get_name() if task._parent else "tasks"
+        if role in HELPERS:
+            return self.step if self.step or task.action in INCLUDES else (None if self._more_steps(task) else play)
+        return role or play
+
+    def _more_steps(self, task) -> bool:
+        """Whether the play has steps of its own after a helper's task (roles, or tasks outside helpers)."""
+        play = task._parent._play if task._parent else None
+        return bool(play and [r for r in play.get_roles() if r.get_name() not in HELPERS])
 
     def _finish(self, failed: str | None = None) -> None:
         if self.step is None:
@@ -95,6 +103,8 @@ class CallbackModule(CallbackBase):
         if task.action in INCLUDES and not task._role:
             return  # the play including a role: the role's own tasks start its step
         step = self._step_of(task)
+        if step is None:
+            return
         if step != self.step:
             self._finish()
             self.step, self.started = step, time.monotonic()

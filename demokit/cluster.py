@@ -18,6 +18,7 @@ from typing import Any
 from demokit import images
 from demokit.errors import NOT_READY, UNREACHABLE, USAGE, UserError
 from demokit.targets import ROOT, Target
+from metalmart import services as table
 
 Say = Callable[[str], None]
 INSTALL = {
@@ -99,22 +100,27 @@ def log_path(target: Target, playbook: str) -> Path:
 
 
 def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] | None = None,
-                 verbose: bool = False) -> PlaybookRun:
-    """Run playbooks/<playbook>.yml on the target. Extra variables go through a file (never the command line);
-    a licence reaches Ansible only through the environment or Vault."""
+                 verbose: bool = False, tags: tuple[str, ...] = (), log_name: str | None = None,
+                 check: bool = False) -> PlaybookRun:
+    """Run playbooks/<playbook>.yml on the target (only the roles tagged `tags`, when given). Extra variables go
+    through a file (never the command line); a licence reaches Ansible only through the environment or Vault."""
     values = {"metalmart_image_tag": images.content_tag(), **(extra or {})}
-    log = log_path(target, playbook)
+    log = log_path(target, log_name or playbook)
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(values, fh)
         extra_file = fh.name
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(target.path / "hosts.yml"),
-               str(ROOT / "playbooks" / f"{playbook}.yml"), "-e", f"@{extra_file}"]
+               str(ROOT / "playbooks" / f"{playbook}.yml"), "-e", f"@{extra_file}",
+               *(["--tags", ",".join(tags)] if tags else []),
+               # A region of several clusters: this run is for the target's cluster only.
+               *(["--limit", target.host] if len(target.hosts) > 1 else []),
+               *(["--check", "--diff"] if check else [])]
     run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
                "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "callback_plugins"),
                "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "PATH": tool_path()}
-    say(f"running {playbook} on {target.name}; Ansible's log: {log}")
+    say(f"running {log_name or playbook} on {target.name}; Ansible's log: {log}")
     changed = failed = 0
     try:
         with log.open("w") as out, subprocess.Popen(command, cwd=ROOT, env=run_env, stdout=subprocess.PIPE,
@@ -132,8 +138,8 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
     finally:
         Path(extra_file).unlink(missing_ok=True)
     if rc != 0 or failed:
-        raise UserError(f"{playbook} failed on {target.name} (exit {rc}); the failing step is above, the whole "
-                        f"log is {log}", NOT_READY)
+        raise UserError(f"{log_name or playbook} failed on {target.name} (exit {rc}); the failing step is above, the "
+                        f"whole log is {log}", NOT_READY)
     return PlaybookRun(changed, log)
 
 
@@ -156,7 +162,7 @@ def operator_state(target: Target, api: Any) -> str:
     """The truth about the mirrord operator: installed by this project, running but someone else's, or absent."""
     from kubernetes import client
 
-    ns = str(target.get("mirrord_operator_namespace", "mirrord"))
+    ns = str(target.get("metalmart_operator_namespace"))
     try:
         client.ApiregistrationV1Api(api).read_api_service("v1.operator.metalbear.co")
     except client.ApiException as exc:
@@ -205,12 +211,12 @@ def status(target: Target) -> dict[str, Any]:
             container = w.spec.template.spec.containers[0]
             workloads.append({"kind": kind, "name": w.metadata.name, "ready": ready, "replicas": want,
                               "image": container.image})
-            if w.metadata.name == "order-processor":
+            if w.metadata.name == table.by_command("processor").name:
                 env = {e.name: e.value for e in container.env or []}
                 demo_mode = env.get("DEMO_MODE") == "true"
     operator = operator_state(target, api)
     splitting = []
-    queues, operator_ns = "queues.mirrord.metalbear.co", str(target.get("mirrord_operator_namespace", "mirrord"))
+    queues, operator_ns = "queues.mirrord.metalbear.co", str(target.get("metalmart_operator_namespace"))
     # Both models, whichever the inventory chose: what is in the cluster is what counts.
     kinds = [("mirrord.metalbear.co", "v1", "mirrordpropertylists", ns),
              (queues, "v1", "mirrordsplitconfigs", ns),
@@ -226,3 +232,31 @@ def status(target: Target) -> dict[str, Any]:
             continue
     return {"target": target.name, "namespace": ns, "workloads": workloads, "demo_mode": demo_mode,
             "operator": operator, "splitting": splitting}
+
+
+def queue_ids(target: Target) -> set[str]:
+    """The queue ids the target's splitting resources declare in the cluster (either model); empty when there are
+    none (or the target is local)."""
+    if target.kind == "local":
+        return set()
+    from kubernetes import client
+    from urllib3.exceptions import HTTPError
+
+    from demokit.portforward import api_client
+
+    custom = client.CustomObjectsApi(api_client(target))
+    ns = str(target.get("metalmart_namespace"))
+    found: set[str] = set()
+    for version, plural, field in (("v1", "mirrordsplitconfigs", "queues"), ("v1alpha", "mirrordkafkatopicsconsumers",
+                                                                             "topics")):
+        try:
+            items = custom.list_namespaced_custom_object("queues.mirrord.metalbear.co", version, ns, plural)["items"]
+        except client.ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise UserError(f"the cluster refused to list {plural}: {exc.status} {exc.reason}", NOT_READY) from None
+        except HTTPError as exc:
+            raise UserError(f"the cluster of target {target.name!r} is unreachable ({type(exc).__name__})",
+                            UNREACHABLE) from None
+        found |= {q["id"] for item in items for q in item.get("spec", {}).get(field, [])}
+    return found

@@ -7,7 +7,7 @@ import hashlib
 
 from demokit.targets import ROOT
 
-IMAGE_INPUTS = ("Dockerfile", "pyproject.toml", "metalmart")
+IMAGE_INPUTS = ("Dockerfile", "requirements/app.txt", "metalmart")
 
 
 def content_tag() -> str:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from demokit import images, probes, render
+from demokit import cluster, images, probes
+from demokit.cluster import PlaybookRun
 from demokit.errors import NOT_READY, UserError
 from demokit.portforward import api_client
 from demokit.targets import Target
@@ -20,16 +23,20 @@ from metalmart.loadgen import LoadConfig
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
 
-def job_manifest(target: Target, config: LoadConfig, image_tag: str) -> dict[str, Any]:
-    args = ["--rate", f"{config.rate:g}", "--duration", f"{config.duration:g}", "--base-url", "http://order:8084",
-            "--catalogue-url", "http://catalogue:8082", "--email-domain", config.email_domain,
-            "--match-ratio", f"{config.match_ratio:g}", "--max-inflight", str(config.max_inflight),
-            "--run-id", config.run_id]
-    if config.email_user:
-        args += ["--email-user", config.email_user]
-    values = {**render.variables(target, image_tag), "load_run_id": config.run_id, "load_args": args}
-    text = render.environment().get_template("k8s/load/job.yaml.j2").render(**values)
-    return yaml.safe_load(text)
+def _job(target: Target, config: LoadConfig, extra: dict[str, Any] | None = None) -> PlaybookRun:
+    """Apply (or, with metalmart_render_dir in `extra`, render) the load Job through playbooks/load-job.yml. The
+    generator inside reaches the services by the URLs the cluster gives them (metalmart_urls)."""
+    urls = target.get("metalmart_urls")
+    values = {"load_run_id": config.run_id,
+              "load_args": config.args(base_url=urls["order"], catalogue_url=urls["catalogue"]), **(extra or {})}
+    return cluster.run_playbook(target, "load-job", lambda _m: None, values, log_name="load-job")
+
+
+def job_manifest(target: Target, config: LoadConfig) -> dict[str, Any]:
+    """The Job `./run load --in-cluster` would start, rendered without a cluster."""
+    with tempfile.TemporaryDirectory(prefix="metalmart-load-job-") as folder:
+        _job(target, config, {"metalmart_render_dir": folder})
+        return yaml.safe_load(next((Path(folder) / "groups").glob("*.yaml")).read_text())[0]
 
 
 def run(target: Target, config: LoadConfig, on_progress: Callable[[dict[str, Any]], None],
@@ -40,10 +47,9 @@ def run(target: Target, config: LoadConfig, on_progress: Callable[[dict[str, Any
     api = api_client(target)
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     ns = str(target.get("metalmart_namespace"))
-    job = job_manifest(target, config, images.content_tag())
-    name = job["metadata"]["name"]
-    batch.create_namespaced_job(ns, job)
-    say(f"load: Job {ns}/{name} started from image {job['spec']['template']['spec']['containers'][0]['image']}")
+    name = f"load-{config.run_id}"
+    _job(target, config)
+    say(f"load: Job {ns}/{name} started from image {target.get('metalmart_image_name')}:{images.content_tag()}")
     try:
         pod = _wait_for_pod(core, ns, config.run_id, start_timeout)
         report = None

@@ -7,37 +7,41 @@ tests start and stop this stack many times, where Ansible's own start-up would d
 
 from __future__ import annotations
 
-import configparser
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import xmlrpc.client
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
-from supervisor.xmlrpc import SupervisorTransport
 
 from demokit import probes
 from demokit.errors import CONFLICT, NOT_READY, UserError
 from demokit.kafka import ensure_topic, tansu_command
+from demokit.supervise import Program, Supervisor, tail
 from demokit.targets import Target
+from metalmart import services as table
 from metalmart.smoke import SmokeFailed, smoke
 
-SERVICES = ("broker", "order", "catalogue", "processor", "storefront")
+BROKER = "broker"
 Say = Callable[[str], None]
+
+
+def names() -> tuple[str, ...]:
+    """The processes of the local stack, in the order they start: the broker, then the table's services."""
+    return (BROKER, *(s.name for s in table.services()))
 
 
 @dataclass(frozen=True)
 class LocalStack:
     target: Target
+    # DEMO_MODE as chosen with `./run demo-mode` (kept over the inventory's while the stack runs).
+    demo_override: bool | None = None
 
     # ---- layout -------------------------------------------------------------------------------------------------
 
@@ -46,130 +50,123 @@ class LocalStack:
         return self.target.state_dir()
 
     @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.dir)
+
+    @property
     def ports(self) -> dict[str, int]:
-        return {k: int(v) for k, v in self.target.get("local_ports", {}).items()}
-
-    @property
-    def socket(self) -> Path:
-        return self.dir / "supervisor.sock"
-
-    @property
-    def conf(self) -> Path:
-        return self.dir / "supervisord.conf"
+        """Each process's port: the table's, unless the inventory's local_ports names another (the broker's is
+        always there)."""
+        chosen = {k: int(v) for k, v in (self.target.get("local_ports") or {}).items()}
+        return {s.name: chosen.get(s.name, s.port) for s in table.services()} | {BROKER: chosen[BROKER]}
 
     @property
     def database_url(self) -> str:
-        return f"sqlite:///{self.dir / 'data' / 'metalmart.db'}"
+        """SQLite in the state folder, or the inventory's local_database_url (the fault bench's PostgreSQL)."""
+        return str(self.target.get("local_database_url") or f"sqlite:///{self.dir / 'data' / 'metalmart.db'}")
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.ports['broker']}"
+        return f"127.0.0.1:{self.ports[BROKER]}"
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
 
     @property
     def topic(self) -> str:
-        return str(self.target.get("kafka_topic", "order.created"))
+        return str(self.target.get("metalmart_kafka_topic"))
 
     @property
     def demo_mode(self) -> bool:
-        return bool(self.target.get("demo_mode", True))
+        if self.demo_override is not None:
+            return self.demo_override
+        return bool(self.target.get("metalmart_demo_mode"))
 
-    def log_path(self, service: str) -> Path:
-        return self.dir / "logs" / f"{service}.log"
+    def live_demo_mode(self) -> dict[str, bool | None]:
+        """DEMO_MODE as the running processes that read it have it ({} when the stack is not running)."""
+        procs = self.processes()
+        live: dict[str, bool | None] = {}
+        for s in table.services():
+            if not s.reads_demo_mode or s.name not in procs or not procs[s.name].get("pid"):
+                continue
+            try:
+                value = psutil.Process(procs[s.name]["pid"]).environ().get("DEMO_MODE")
+            except psutil.Error:
+                value = None
+            live[s.name] = None if value is None else value == "true"
+        return live
+
+    def set_demo_mode(self, on: bool, say: Say) -> list[str]:
+        """Restart, with DEMO_MODE on or off, exactly the running processes that read it; returns their names."""
+        stack = replace(self, demo_override=on)
+        programs = stack.programs()
+        self.supervisor.conf.write_text(self.supervisor.render(programs))
+        rpc = self.supervisor.rpc()
+        _added, changed, _removed = rpc.supervisor.reloadConfig()[0]
+        for name in changed:
+            rpc.supervisor.stopProcess(name, True)
+            rpc.supervisor.removeProcessGroup(name)
+            rpc.supervisor.addProcessGroup(name)
+        stack._start(list(changed), [])
+        self.supervisor.stamp_with(programs)
+        for name in changed:
+            say(f"  restarted {name}")
+        return list(changed)
+
+    def log_path(self, name: str) -> Path:
+        return self.supervisor.log_path(name)
 
     # ---- supervisord ----------------------------------------------------------------------------------------------
 
-    def _env(self, service: str) -> dict[str, str]:
-        p = self.ports
-        common = {"PYTHONUNBUFFERED": "1", "HOST": "127.0.0.1", "KAFKA_BROKERS": self.bootstrap,
-                  "KAFKA_TOPIC": self.topic, "DATABASE_URL": self.database_url}
-        return {
-            "broker": {"RUST_LOG": "warn"},
-            "order": {**common, "PORT": str(p["order"])},
-            "catalogue": {**common, "PORT": str(p["catalogue"])},
-            "processor": {**common, "PORT": str(p["processor"]),
-                          "KAFKA_GROUP_ID": str(self.target.get("kafka_group_id", "order-processor")),
-                          "ORDER_SERVICE_URL": self.url("order"), "DEMO_MODE": str(self.demo_mode).lower(),
-                          "PROCESSOR_CONCURRENCY": str(self.target.get("processor_concurrency", 256)),
-                          "KAFKA_SESSION_TIMEOUT_MS": str(self.target.get("kafka_session_timeout_ms", 10000))},
-            "storefront": {"PYTHONUNBUFFERED": "1", "HOST": "127.0.0.1", "PORT": str(p["storefront"]),
-                           "ORDER_SERVICE_URL": self.url("order"), "CATALOGUE_URL": self.url("catalogue"),
-                           "DEMO_MODE": str(self.demo_mode).lower()},
-        }[service]
+    def settings(self) -> dict[str, str]:
+        """The value on this machine of every setting a service may read (the table says which it reads)."""
+        t = self.target
+        return {"KAFKA_BROKERS": self.bootstrap, "KAFKA_TOPIC": self.topic, "DATABASE_URL": self.database_url,
+                "KAFKA_GROUP_ID": str(t.get("metalmart_kafka_group_id")),
+                "KAFKA_SESSION_TIMEOUT_MS": str(t.get("metalmart_kafka_session_timeout_ms")),
+                "ORDER_SERVICE_URL": self.url(table.by_command("order").name),
+                "CATALOGUE_URL": self.url(table.by_command("catalogue").name),
+                "DEMO_MODE": str(self.demo_mode).lower(),
+                "PROCESSOR_CONCURRENCY": str(t.get("metalmart_processor_concurrency")),
+                "ORDER_REPUBLISH_AFTER_S": str(t.get("metalmart_republish_after_s")),
+                # The local broker wants no login.
+                "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_SASL_USERNAME": "",
+                "KAFKA_SASL_PASSWORD": ""}
 
-    def _command(self, service: str) -> list[str]:
-        if service == "broker":
-            return tansu_command(self.ports["broker"])
-        return [sys.executable, "-m", "metalmart", service]
-
-    def render_conf(self) -> str:
-        """supervisord.conf, written from data; its hash tells whether a running stack matches the inventory."""
-        cp = configparser.ConfigParser(interpolation=None)
-        cp["unix_http_server"] = {"file": str(self.socket), "chmod": "0700"}
-        cp["supervisord"] = {"logfile": str(self.dir / "logs" / "supervisord.log"),
-                             "pidfile": str(self.dir / "supervisord.pid"), "childlogdir": str(self.dir / "logs"),
-                             "nodaemon": "false", "silent": "true"}
-        cp["rpcinterface:supervisor"] = {
-            "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"}
-        cp["supervisorctl"] = {"serverurl": f"unix://{self.socket}"}
-        for service in SERVICES:
-            env = ",".join(f'{k}="{v}"' for k, v in self._env(service).items())
-            cp[f"program:{service}"] = {
-                "command": " ".join(_quote(a) for a in self._command(service)),
-                "directory": str(self.dir), "environment": env, "autostart": "false", "autorestart": "true",
-                "startsecs": "1", "startretries": "3", "stopsignal": "TERM", "stopwaitsecs": "15",
-                "stopasgroup": "true", "killasgroup": "true", "redirect_stderr": "true",
-                "stdout_logfile": str(self.log_path(service)), "stdout_logfile_maxbytes": "20MB",
-                "stdout_logfile_backups": "2",
-            }
-        lines: list[str] = []
-        for section in cp.sections():
-            lines.append(f"[{section}]")
-            lines.extend(f"{k}={v}" for k, v in cp[section].items())
-            lines.append("")
-        return "\n".join(lines)
-
-    def rpc(self) -> Any:
-        transport = SupervisorTransport(None, None, f"unix://{self.socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
-    def supervisor_up(self) -> bool:
-        if not self.socket.exists():
-            return False
-        try:
-            return self.rpc().supervisor.getState()["statename"] == "RUNNING"
-        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
-            return False
+    def programs(self) -> list[Program]:
+        """supervisord's programs, written from data; a hash of the result tells whether a running stack matches."""
+        values = self.settings()
+        common = {"PYTHONUNBUFFERED": "1", "HOST": "127.0.0.1"}
+        programs = [Program(BROKER, tansu_command(self.ports[BROKER]), {"RUST_LOG": "warn"})]
+        for s in table.services():
+            env = {**common, **{name: values[name] for name in s.env}, "PORT": str(self.ports[s.name])}
+            programs.append(Program(s.name, [sys.executable, "-m", "metalmart", s.command], env))
+        return programs
 
     def processes(self) -> dict[str, dict[str, Any]]:
-        if not self.supervisor_up():
-            return {}
-        return {p["name"]: p for p in self.rpc().supervisor.getAllProcessInfo()}
+        return self.supervisor.processes()
 
     # ---- health ---------------------------------------------------------------------------------------------------
 
-    def check(self, service: str) -> None:
-        """Raise unless the service answers its readiness check right now."""
-        if service == "broker":
+    def check(self, name: str) -> None:
+        """Raise unless the process answers its readiness check right now."""
+        if name == BROKER:
             probes.broker_answers(self.bootstrap, 1.5)
         else:
-            probes.http_ok(f"{self.url(service)}/ready", timeout=2.0)
+            probes.http_ok(f"{self.url(name)}{table.probe('ready')}", timeout=2.0)
 
     def health(self) -> dict[str, str]:
         out = {}
-        for service in SERVICES:
+        for name in names():
             try:
-                self.check(service)
-                out[service] = "ready"
+                self.check(name)
+                out[name] = "ready"
             except Exception as exc:
-                out[service] = f"not ready: {exc}"
+                out[name] = f"not ready: {exc}"
         return out
 
     def running_matches(self) -> bool:
-        stamp = self.dir / "stack.json"
-        return stamp.exists() and json.loads(stamp.read_text()).get("conf_sha256") == _sha(self.render_conf())
+        return self.supervisor.matches(self.programs())
 
     # ---- fresh-start ----------------------------------------------------------------------------------------------
 
@@ -191,7 +188,7 @@ class LocalStack:
             if smoke:
                 self.smoke_order(say)
         except BaseException:
-            if started or self.supervisor_up():
+            if started or self.supervisor.up():
                 say("stopping what was started")
                 self.teardown(lambda _m: None)
             raise
@@ -207,31 +204,27 @@ class LocalStack:
                     CONFLICT)
 
     def _start_all(self, say: Say, started: list[str]) -> None:
-        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
-        conf = self.render_conf()
-        self.conf.write_text(conf)
         with _step(say, "supervisor"):
-            subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], check=True)
-            probes.until(lambda: _assert(self.supervisor_up()), 15, "supervisord")
-        (self.dir / "stack.json").write_text(json.dumps({"conf_sha256": _sha(conf), "target": self.target.name}))
+            self.supervisor.launch(self.programs(), target=self.target.name)
         with _step(say, f"broker on {self.bootstrap}"):
-            self._start(["broker"], started)
+            self._start([BROKER], started)
         with _step(say, f"topic {self.topic}"):
-            ensure_topic(self.bootstrap, self.topic, int(self.target.get("kafka_topic_partitions", 3)))
+            ensure_topic(self.bootstrap, self.topic, int(self.target.get("kafka_topic_partitions")))
         with _step(say, "catalogue seeded"):
-            out = subprocess.run([sys.executable, "-m", "metalmart", "seed"], capture_output=True, text=True,
-                                 env={**os.environ, "DATABASE_URL": self.database_url})
+            seed = table.by_command("seed")
+            env = {**os.environ, **{name: self.settings()[name] for name in seed.env}}
+            out = subprocess.run([sys.executable, "-m", "metalmart", seed.command], capture_output=True, text=True,
+                                 env=env)
             if out.returncode != 0:
                 raise UserError(f"seeding the catalogue failed: {out.stderr.strip().splitlines()[-1:]}", NOT_READY)
-        with _step(say, "order, catalogue, processor, storefront"):
-            self._start(["order", "catalogue", "processor", "storefront"], started)
+        services = [s.name for s in table.services()]
+        with _step(say, ", ".join(services)):
+            self._start(services, started)
 
     def _start(self, services: list[str], started: list[str]) -> None:
-        rpc = self.rpc()
-        for service in services:
-            rpc.supervisor.startProcess(service, False)
-            started.append(service)
+        self.supervisor.start(services)
+        started.extend(services)
         timeout = float(self.target.get("local_ready_timeout", 30))
         for service in services:
             try:
@@ -242,9 +235,9 @@ class LocalStack:
                                 NOT_READY) from None
 
     def _ready_or_dead(self, service: str) -> None:
-        info = self.rpc().supervisor.getProcessInfo(service)
-        if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
-            raise probes.NotReady(f"{service} is {info['statename']}")
+        state = self.supervisor.state(service)
+        if state in ("FATAL", "EXITED", "BACKOFF"):
+            raise probes.NotReady(f"{service} is {state}")
         self.check(service)
 
     def smoke_order(self, say: Say, timeout: float = 60.0) -> dict[str, Any]:
@@ -253,27 +246,19 @@ class LocalStack:
             try:
                 return smoke(self.url("order"), timeout)
             except SmokeFailed as exc:
-                raise UserError(f"{exc}; the processor's last log lines:\n{tail(self.log_path('processor'))}",
+                processor = table.by_command("processor").name
+                raise UserError(f"{exc}; the processor's last log lines:\n{tail(self.log_path(processor))}",
                                 NOT_READY) from None
 
     # ---- teardown -------------------------------------------------------------------------------------------------
 
     def teardown(self, say: Say, purge: bool = False) -> bool:
         """Stop every process and supervisord; True when something was running."""
-        was_up = self.supervisor_up()
+        was_up = self.supervisor.shutdown()
         if was_up:
-            rpc = self.rpc()
-            with contextlib.suppress(xmlrpc.client.Fault):
-                rpc.supervisor.stopAllProcesses(True)
-            pid = int((self.dir / "supervisord.pid").read_text().strip())
-            with contextlib.suppress(xmlrpc.client.Fault, OSError, xmlrpc.client.ProtocolError):
-                rpc.supervisor.shutdown()
-            probes.until(lambda: _assert(not psutil.pid_exists(pid)), 20, "supervisord exit")
             say("stopped the local stack")
         for service, port in self.ports.items():
             probes.until(lambda p=port: _assert(port_holder(p) is None), 10, f"port {port} ({service}) released")
-        for leftover in ("supervisor.sock", "supervisord.pid", "stack.json"):
-            (self.dir / leftover).unlink(missing_ok=True)
         if purge and self.dir.exists():
             shutil.rmtree(self.dir)
             say(f"deleted {self.dir}")
@@ -298,23 +283,9 @@ def port_holder(port: int) -> str | None:
     return "an unknown process"
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    if not path.exists():
-        return f"  (no log at {path})"
-    return "\n".join(f"  | {line}" for line in path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _assert(cond: bool) -> None:
     if not cond:
         raise probes.NotReady("not yet")
-
-
-def _quote(arg: str) -> str:
-    return f'"{arg}"' if any(c in arg for c in ' "%') else arg
 
 
 @contextlib.contextmanager

@@ -101,6 +101,11 @@ class Supervisor:
         return self.stamp.exists() and json.loads(self.stamp.read_text()).get("conf_sha256") == \
             _sha(self.render(programs))
 
+    def stamp_with(self, programs: list[Program]) -> None:
+        """Record that what runs now is this configuration (after a reload that restarted some programs)."""
+        data = json.loads(self.stamp.read_text()) if self.stamp.exists() else {}
+        self.stamp.write_text(json.dumps({**data, "conf_sha256": _sha(self.render(programs))}))
+
     def launch(self, programs: list[Program], **stamp: Any) -> None:
         """Write the configuration and start supervisord (no program yet: `start` them in order)."""
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -114,6 +119,9 @@ class Supervisor:
         rpc = self.rpc()
         for name in names:
             rpc.supervisor.startProcess(name, False)
+
+    def pid(self, name: str) -> int:
+        return int(self.rpc().supervisor.getProcessInfo(name)["pid"])
 
     def state(self, name: str) -> str:
         return str(self.rpc().supervisor.getProcessInfo(name)["statename"])

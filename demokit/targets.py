@@ -1,80 +1,147 @@
-"""Targets are Ansible inventories: `inventories/<name>/hosts.yml` with `group_vars/all.yml` saying what it is."""
+"""Targets are Ansible inventories: `inventories/<name>/hosts.yml` with `group_vars/` saying what it is.
+
+A target's variables are Ansible's own: its inventory over the defaults of every role, with Ansible's precedence and
+templating, read through Ansible's inventory and variable managers. Nothing here re-implements either, so what
+Python reads (a namespace, a port, a topic) is what a playbook run on that target would use.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from demokit.errors import USAGE, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("local", "minikube", "cluster")
+DEFAULT_INVENTORIES = "inventories"
 
 
-def inventory_dir() -> Path:
-    """`inventories/` of the repository; METALMART_INVENTORY_DIR points elsewhere (tests run a second stack)."""
-    return Path(os.environ.get("METALMART_INVENTORY_DIR") or ROOT / "inventories")
+def inventory_dir(folder: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the inventories: Invoke's `metalmart.inventories` (relative to the repository)."""
+    path = Path(folder or DEFAULT_INVENTORIES)
+    return path if path.is_absolute() else ROOT / path
+
+
+@functools.cache
+def _ansible() -> Any:
+    """Ansible's machinery, set up once: this repository's ansible.cfg, its plugins and the vault secrets."""
+    os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    from ansible import constants as C
+    from ansible.cli import CLI
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader
+
+    init_plugin_loader()
+    loader = DataLoader()
+    loader.set_basedir(str(ROOT / "playbooks"))
+    if C.DEFAULT_VAULT_PASSWORD_FILE:  # ANSIBLE_VAULT_PASSWORD_FILE: the mirrord licence's vault
+        loader.set_vault_secrets(CLI.setup_vault_secrets(loader, vault_ids=[],
+                                                         vault_password_files=[C.DEFAULT_VAULT_PASSWORD_FILE]))
+    return loader
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's tagged strings and lazy containers as plain Python values."""
+    return json.loads(json.dumps(value, default=str))
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    kind: str
     path: Path
-    vars: dict[str, Any]
+    _values: dict[str, Any] = field(repr=False, compare=False)
+    _template: Callable[[Any], Any] = field(repr=False, compare=False)
+    host: str = "localhost"  # the inventory host (a region's cluster) these variables are for
+    hosts: tuple[str, ...] = ("localhost",)
+
+    @property
+    def kind(self) -> str:
+        return str(self.get("target_kind"))
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.vars.get(key, default)
+        """The variable as a playbook on this target sees it (templated), or `default` when none defines it."""
+        if key not in self._values:
+            return default
+        from ansible.errors import AnsibleError
+
+        try:
+            return _plain(self._template(self._values[key]))
+        except AnsibleError as exc:
+            raise UserError(f"target {self.name!r}: {key} cannot be worked out: {str(exc).splitlines()[0]}",
+                            USAGE) from None
 
     def kubeconfig(self) -> str | None:
         """The inventory's `kubeconfig_path` (relative to the repository), or None for the usual KUBECONFIG."""
-        raw = self.vars.get("kubeconfig_path")
+        raw = self.get("kubeconfig_path")
         return str(raw if Path(raw).is_absolute() else ROOT / raw) if raw else None
 
     def state_dir(self) -> Path:
-        raw = Path(self.vars.get("local_state_dir", f".metalmart/{self.name}"))
+        raw = Path(self.get("local_state_dir") or f".metalmart/{self.name}")
         return raw if raw.is_absolute() else ROOT / raw
 
 
-def available() -> list[str]:
-    base = inventory_dir()
+def available(folder: str | os.PathLike[str] | None = None) -> list[str]:
+    base = inventory_dir(folder)
     return sorted(p.name for p in base.iterdir() if (p / "hosts.yml").is_file()) if base.is_dir() else []
 
 
-def load(name: str) -> Target:
-    path = inventory_dir() / name
+def load(name: str, folder: str | os.PathLike[str] | None = None, host: str | None = None) -> Target:
+    """The target `name`; for an inventory of several clusters (a region), the variables of `host` (by default its
+    first cluster)."""
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.playbook.play import Play
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    path = inventory_dir(folder) / name
     if not (path / "hosts.yml").is_file():
-        names = ", ".join(available()) or "none"
+        names = ", ".join(available(folder)) or "none"
         raise UserError(f"no target {name!r}: there is no {path}/hosts.yml; known targets: {names}", USAGE)
-    values: dict[str, Any] = {}
-    group_vars = path / "group_vars"
-    files = sorted(group_vars.glob("*.yml")) + sorted(group_vars.glob("*/*.yml")) if group_vars.is_dir() else []
-    for file in files:
-        text = file.read_text()
-        if text.startswith("$ANSIBLE_VAULT"):
-            continue  # secrets (the mirrord licence) are for Ansible only; nothing here needs them
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{file} must hold a mapping of variables", USAGE)
-        values.update(loaded)
-    kind = values.get("target_kind")
-    if kind not in KINDS:
+    loader = _ansible()
+    try:
+        inventory = InventoryManager(loader=loader, sources=[str(path / "hosts.yml")])
+        hosts = inventory.get_hosts()
+        if not hosts:
+            raise UserError(f"{path}/hosts.yml names no host", USAGE)
+        if host is not None:
+            hosts = [h for h in hosts if h.name == host]
+            if not hosts:
+                known = ", ".join(h.name for h in inventory.get_hosts())
+                raise UserError(f"target {name!r} has no cluster {host!r}; its clusters: {known}", USAGE)
+        manager = VariableManager(loader=loader, inventory=inventory)
+        # A play over every role, never run: its variables are the roles' defaults under the inventory's values.
+        roles = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "defaults" / "main.yml").is_file())
+        play = Play.load({"name": "variables", "hosts": "all", "gather_facts": False, "roles": roles},
+                         variable_manager=manager, loader=loader)
+        values = manager.get_vars(play=play, host=hosts[0])
+    except AnsibleError as exc:
+        first = str(exc).strip().splitlines()[0]
+        hint = "; export ANSIBLE_VAULT_PASSWORD_FILE" if "vault" in first.lower() else ""
+        raise UserError(f"target {name!r}: Ansible cannot read {path}: {first}{hint}", USAGE) from None
+    templar = Templar(loader=loader, variables=values)
+    target = Target(name, path, dict(values), templar.template, hosts[0].name,
+                    tuple(h.name for h in inventory.get_hosts()))
+    if target.kind not in KINDS:
         raise UserError(f"{path}/group_vars/all.yml must set target_kind to one of {', '.join(KINDS)}", USAGE)
-    return Target(name, kind, path, values)
+    return target
 
 
-def default_name(announce: Any = print) -> str:
+def default_name(folder: str | os.PathLike[str] | None = None, announce: Callable[[str], None] = print) -> str:
     """minikube when it is installed, otherwise `local` (said in one line)."""
-    if shutil.which("minikube") and (inventory_dir() / "minikube").is_dir():
+    if shutil.which("minikube") and (inventory_dir(folder) / "minikube").is_dir():
         return "minikube"
     announce("no minikube on this machine: using the `local` target (processes on this machine, no Kubernetes)")
     return "local"
 
 
-def resolve(name: str | None, announce: Any = print) -> Target:
-    return load(name or default_name(announce))
+def resolve(name: str | None, folder: str | os.PathLike[str] | None = None,
+            announce: Callable[[str], None] = print) -> Target:
+    return load(name or default_name(folder, announce), folder)

@@ -54,10 +54,11 @@ def _run(service: str, timeout: float) -> None:
 
         print(json.dumps(asyncio.run(go())))
     elif service == "smoke":
+        from metalmart.services import local_url
         from metalmart.settings import env_str
         from metalmart.smoke import smoke
 
-        order = smoke(env_str("ORDER_SERVICE_URL", "http://127.0.0.1:8084"), timeout)
+        order = smoke(env_str("ORDER_SERVICE_URL", local_url("order")), timeout)
         print(f"order {order['order_number']} shipped (processed by {order.get('processed_by') or 'cluster'})")
 
 

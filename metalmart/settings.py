@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from metalmart.services import by_command, local_url
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -47,41 +49,73 @@ def env_bool(name: str, default: bool) -> bool:
 class KafkaSettings:
     brokers: str = field(default_factory=lambda: env_str("KAFKA_BROKERS", "127.0.0.1:9092"))
     topic: str = field(default_factory=lambda: env_str("KAFKA_TOPIC", "order.created"))
+    # A broker that wants a login (a managed Kafka, or Strimzi with SCRAM): the credentials come from a Secret.
+    security_protocol: str = field(default_factory=lambda: env_str("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
+    sasl_mechanism: str = field(default_factory=lambda: env_str("KAFKA_SASL_MECHANISM", ""))
+    sasl_username: str = field(default_factory=lambda: env_str("KAFKA_SASL_USERNAME", ""))
+    sasl_password: str = field(default_factory=lambda: env_str("KAFKA_SASL_PASSWORD", ""), repr=False)
+
+    def client_config(self) -> dict[str, str]:
+        """What every Kafka client of the app is given: the brokers, and the login when there is one."""
+        config = {"bootstrap.servers": self.brokers, "security.protocol": self.security_protocol}
+        if self.sasl_username:
+            config.update({"sasl.mechanisms": self.sasl_mechanism or "PLAIN", "sasl.username": self.sasl_username,
+                           "sasl.password": self.sasl_password})
+        return config
+
+
+# Seconds the processor waits before each step (processing, confirmed, shipped): normally, and with DEMO_MODE.
+NORMAL_STEPS = (2.0, 3.0, 5.0)
+DEMO_STEPS = (0.2, 0.2, 0.2)
 
 
 @dataclass(frozen=True)
 class OrderSettings:
-    port: int = field(default_factory=lambda: env_int("PORT", 8084, 1))
+    port: int = field(default_factory=lambda: env_int("PORT", by_command("order").port, 1))
     database_url: str = field(default_factory=lambda: env_str("DATABASE_URL", "sqlite:///metalmart.db"))
     db_pool_size: int = field(default_factory=lambda: env_int("DB_POOL_SIZE", 16, 1))
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    # The processor's consumer session timeout: how long a crashed processor's partitions wait for a new owner.
+    kafka_session_timeout_ms: int = field(default_factory=lambda: env_int("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000))
+    republish_after_s: int = field(default_factory=lambda: env_int("ORDER_REPUBLISH_AFTER_S", 0, 0))
+    republish_max: int = field(default_factory=lambda: env_int("ORDER_REPUBLISH_MAX", 3, 0))
+
+    @property
+    def overdue_after_s(self) -> float:
+        """How long after its event was published an order may stay pending before the event is published again:
+        ORDER_REPUBLISH_AFTER_S, or twice what a processor needs in the worst ordinary case (its group taking a
+        crashed member's partitions, then every step at normal speed): 2 × (session timeout + 2 s + 3 s + 5 s),
+        40 s with the default 10 s session."""
+        if self.republish_after_s:
+            return float(self.republish_after_s)
+        return 2 * (self.kafka_session_timeout_ms / 1000 + sum(NORMAL_STEPS))
 
 
 @dataclass(frozen=True)
 class ProcessorSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     group_id: str = field(default_factory=lambda: env_str("KAFKA_GROUP_ID", "order-processor"))
-    order_service_url: str = field(default_factory=lambda: env_str("ORDER_SERVICE_URL", "http://127.0.0.1:8084"))
+    order_service_url: str = field(default_factory=lambda: env_str("ORDER_SERVICE_URL", local_url("order")))
     demo_mode: bool = field(default_factory=lambda: env_bool("DEMO_MODE", False))
     concurrency: int = field(default_factory=lambda: env_int("PROCESSOR_CONCURRENCY", 256, 1))
     session_timeout_ms: int = field(default_factory=lambda: env_int("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000))
-    health_port: int = field(default_factory=lambda: env_int("PORT", 8085, 0))
+    health_port: int = field(default_factory=lambda: env_int("PORT", by_command("processor").port, 0))
 
     @property
     def step_delays(self) -> tuple[float, float, float]:
         """Seconds waited before processing, confirmed and shipped."""
-        return (0.2, 0.2, 0.2) if self.demo_mode else (2.0, 3.0, 5.0)
+        return DEMO_STEPS if self.demo_mode else NORMAL_STEPS
 
 
 @dataclass(frozen=True)
 class CatalogueSettings:
-    port: int = field(default_factory=lambda: env_int("PORT", 8082, 1))
+    port: int = field(default_factory=lambda: env_int("PORT", by_command("catalogue").port, 1))
     database_url: str = field(default_factory=lambda: env_str("DATABASE_URL", "sqlite:///metalmart.db"))
 
 
 @dataclass(frozen=True)
 class StorefrontSettings:
-    port: int = field(default_factory=lambda: env_int("PORT", 8080, 1))
-    order_service_url: str = field(default_factory=lambda: env_str("ORDER_SERVICE_URL", "http://127.0.0.1:8084"))
-    catalogue_url: str = field(default_factory=lambda: env_str("CATALOGUE_URL", "http://127.0.0.1:8082"))
+    port: int = field(default_factory=lambda: env_int("PORT", by_command("storefront").port, 1))
+    order_service_url: str = field(default_factory=lambda: env_str("ORDER_SERVICE_URL", local_url("order")))
+    catalogue_url: str = field(default_factory=lambda: env_str("CATALOGUE_URL", local_url("catalogue")))
     demo_mode: bool = field(default_factory=lambda: env_bool("DEMO_MODE", False))

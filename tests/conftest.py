@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from demokit import render, targets
 from demokit.controlplane import ControlPlane
 from demokit.probes import free_port, http_ok, until
 from tests import kube
-from tests.helpers import ROOT, AppStack, Broker, Postgres, Proc, service
+from tests.helpers import ROOT, AppStack, Broker, Postgres, Proc, inventory, service
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +40,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'metalmart.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+# ---- what a target deploys, rendered by the roles --------------------------------------------------------------
+
+Rendered = tuple[list[dict[str, Any]], dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def render_minikube(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Rendered]:
+    """render_minikube(**inventory_values) -> (objects in apply order, mirrord config): the minikube target with
+    those values over its inventory, rendered by `./run render`'s engine (the deploy roles with a render folder).
+    Each distinct set of values is rendered once per session; fresh=True renders again."""
+    cache: dict[str, Rendered] = {}
+
+    def rendered(fresh: bool = False, **values: Any) -> Rendered:
+        key = json.dumps(values, sort_keys=True)
+        if fresh or key not in cache:
+            folder = inventory(tmp_path_factory.mktemp("inventory"), "minikube", **values)
+            cache[key] = render.rendered(targets.load("minikube", folder))
+        return cache[key]
+
+    return rendered
 
 
 # ---- a real Kubernetes control plane ------------------------------------------------------------------------------

@@ -19,13 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 from confluent_kafka import Consumer, TopicPartition
 
+from demokit import localstack
 from demokit.kafka import ensure_topic, tansu_command
-from demokit.probes import free_port, http_ok, until, wait_broker
+from demokit.probes import free_port, http_ok, port_open, until, wait_broker
 from metalmart import db as dbmod
 
 ROOT = Path(__file__).resolve().parents[1]
+# ./run without the venv bootstrap: the project's command line (demokit.cli) in this Python.
+RUN = [sys.executable, "-m", "demokit.cli"]
 
 
 class Proc:
@@ -130,6 +134,13 @@ class Postgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def pause(self) -> None:
+        """Stop the server (fast shutdown), keeping its data: clients are refused until `resume`."""
+        self.proc.stop(signal.SIGINT)
+
+    def resume(self) -> None:
+        self.start()
+
     def stop(self) -> None:
         self.proc.stop(signal.SIGINT)  # fast shutdown
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -148,6 +159,69 @@ def sql(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, An
             await database.close()
 
     return asyncio.run(go())
+
+
+# ---- inventories ----------------------------------------------------------------------------------------------
+
+def inventory(root: Path, base: str = "minikube", name: str | None = None, **values: Any) -> Path:
+    """A copy of inventories/<base> as <root>/inventories/<name> with `values` over its group_vars (a value of None
+    removes the variable); returns <root>/inventories, the folder to hand to `targets.load` or
+    INVOKE_METALMART_INVENTORIES."""
+    import yaml
+
+    folder = root / "inventories" / (name or base)
+    (folder / "group_vars").mkdir(parents=True)
+    (folder / "hosts.yml").write_text((ROOT / "inventories" / base / "hosts.yml").read_text())
+    merged = {**yaml.safe_load((ROOT / "inventories" / base / "group_vars" / "all.yml").read_text()), **values}
+    (folder / "group_vars" / "all.yml").write_text(yaml.safe_dump({k: v for k, v in merged.items() if v is not None}))
+    return root / "inventories"
+
+
+class LocalTarget:
+    """A `local` target of a test's own: its own ports, state folder and inventory (a developer's stack is left
+    alone), driven through ./run."""
+
+    def __init__(self, base: Path, **overrides: Any) -> None:
+        self.state = base / "state"
+        self.ports = {name: free_port() for name in localstack.names()}
+        self.inventories = inventory(base, "local", local_state_dir=str(self.state), local_ports=self.ports,
+                                     **overrides)
+        self.env = {**os.environ, "INVOKE_METALMART_INVENTORIES": str(self.inventories),
+                    "PATH": path_without_minikube()}
+
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RUN, *args], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*RUN, *args], cwd=ROOT, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def status(self) -> dict[str, Any]:
+        done = self.run("status", "--target", "local", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def listening(self) -> list[int]:
+        return [p for p in self.ports.values() if port_open("127.0.0.1", p)]
+
+    def stack_processes(self) -> list[psutil.Process]:
+        mine = []
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                port = (proc.info["environ"] or {}).get("PORT")
+                ours = str(self.state) in cmd or f":{self.ports['broker']}" in cmd
+                if ours or ("metalmart" in cmd and port in {str(p) for p in self.ports.values()}):
+                    mine.append(proc)
+            except psutil.Error:
+                continue
+        return mine
+
+
+def path_without_minikube() -> str:
+    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if not (Path(d) / "minikube").exists())
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------------------
@@ -221,7 +295,7 @@ class AppStack:
     """The order service and the processor against one database and topic."""
 
     def __init__(self, bootstrap: str, database_url: str, log_dir: Path, demo: bool = True,
-                 concurrency: int = 256, partitions: int = 3) -> None:
+                 concurrency: int = 256, partitions: int = 3, order_env: dict[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
         self.database_url = database_url
         self.topic = new_topic(bootstrap, partitions)
@@ -229,7 +303,8 @@ class AppStack:
         self.order_port = free_port()
         self.base = f"http://127.0.0.1:{self.order_port}"
         common = {"KAFKA_BROKERS": bootstrap, "KAFKA_TOPIC": self.topic, "DATABASE_URL": database_url}
-        self.order = service("order", {**common, "PORT": str(self.order_port)}, log_dir)
+        self.order_env = {**common, "KAFKA_SESSION_TIMEOUT_MS": "6000", **(order_env or {})}
+        self.order = service("order", {**self.order_env, "PORT": str(self.order_port)}, log_dir)
         self.processor_env = {**common, "KAFKA_GROUP_ID": self.group, "ORDER_SERVICE_URL": self.base,
                               "DEMO_MODE": "true" if demo else "false", "PROCESSOR_CONCURRENCY": str(concurrency),
                               "KAFKA_SESSION_TIMEOUT_MS": "6000", "PORT": str(free_port())}
@@ -242,6 +317,13 @@ class AppStack:
         if processor:
             self.start_processor()
         return self
+
+    def replica(self) -> tuple[Proc, str]:
+        """A second order service on the same database and topic; returns it and its URL."""
+        port = free_port()
+        proc = service("order", {**self.order_env, "PORT": str(port)}, self.log_dir).start()
+        until(lambda: http_ok(f"http://127.0.0.1:{port}/ready"), 30, "order service replica")
+        return proc, f"http://127.0.0.1:{port}"
 
     def start_processor(self) -> Proc:
         self.processor = service("processor", self.processor_env, self.log_dir).start()

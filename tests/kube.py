@@ -21,7 +21,7 @@ import yaml
 
 from demokit import probes
 from demokit.controlplane import ControlPlane
-from tests.helpers import ROOT
+from tests.helpers import ROOT, RUN
 
 SHARED_CHART = ROOT.parent / "shared" / "mirrord" / "charts" / "mirrord-operator"
 CONTEXT = "kube-test"
@@ -66,7 +66,7 @@ class ClusterTarget:
 
     def run(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env={**self.env, **(env or {})},
+        done = subprocess.run([*RUN, *args], cwd=ROOT, env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
         if check:
             assert done.returncode == 0, done.stderr[-4000:]
@@ -110,6 +110,15 @@ class ClusterTarget:
         where = {} if not resource.namespaced else {"namespace": namespace or self.namespace}
         return {o["metadata"]["name"]: o for o in resource.get(**where).to_dict()["items"]}
 
+    def holds(self, doc: dict[str, Any]) -> None:
+        """The cluster holds this rendered object: every field the render sets has that value there."""
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        stored = self.objects(doc["apiVersion"], doc["kind"], doc["metadata"].get("namespace")).get(
+            doc["metadata"]["name"])
+        assert stored is not None, f"{where} was not applied"
+        subset({k: v for k, v in doc.items() if k != "metadata"}, stored, where)
+        subset(doc["metadata"].get("labels") or {}, stored["metadata"].get("labels") or {}, f"{where} labels")
+
     def pods(self, app: str) -> list[str]:
         from kubernetes import client
 
@@ -126,23 +135,38 @@ class ClusterTarget:
                                                     for p, local in sorted(ports.items())]}})
 
 
+def subset(rendered: Any, stored: Any, where: str) -> None:
+    """Every field the render sets has that value in the cluster (which adds its own defaults around them)."""
+    if isinstance(rendered, dict):
+        assert isinstance(stored, dict), where
+        for key, value in rendered.items():
+            assert key in stored, f"{where}.{key} is missing in the cluster"
+            subset(value, stored[key], f"{where}.{key}")
+    elif isinstance(rendered, list):
+        assert isinstance(stored, list) and len(stored) == len(rendered), where
+        for i, (a, b) in enumerate(zip(rendered, stored, strict=True)):
+            subset(a, b, f"{where}[{i}]")
+    else:
+        assert rendered == stored, f"{where}: rendered {rendered!r}, cluster {stored!r}"
+
+
 def make_target(plane: ControlPlane, root: Path, name: str = "kubetest", **overrides: Any) -> ClusterTarget:
     """A `cluster` inventory (as a sales region's) for the plane, in a namespace of its own."""
     namespace = f"mm-{uuid.uuid4().hex[:6]}"
     target = ClusterTarget(plane, root, name, namespace)
     target.vars_file.parent.mkdir(parents=True)
     (target.inventories / name / "hosts.yml").write_text((ROOT / "inventories/minikube/hosts.yml").read_text())
-    values = yaml.safe_load((ROOT / "inventories/minikube/group_vars/all.yml").read_text())
     target.mirrord_dir.mkdir()
     kubeconfig = kubeconfig_with_decoy(plane, root / "kubeconfig")
-    values.update(target_kind="cluster", kube_context=plane.context, kubeconfig_path=str(kubeconfig),
-                  metalmart_namespace=namespace, kafka_bootstrap=f"kafka.{namespace}.svc.cluster.local:9092",
-                  local_state_dir=str(target.state), queue_splitting_mirrord_dir=str(target.mirrord_dir),
-                  mirrord_operator_chart_ref=str(SHARED_CHART), metalmart_app_node_ports={}, **overrides)
+    # Only what differs from the roles' defaults, as a region's inventory would.
+    values = {"target_kind": "cluster", "kube_context": plane.context, "kubeconfig_path": str(kubeconfig),
+              "metalmart_namespace": namespace, "local_state_dir": str(target.state),
+              "mirrord_config_dir": str(target.mirrord_dir), "mirrord_operator_chart_ref": str(SHARED_CHART),
+              **overrides}
     target.vars_file.write_text(yaml.safe_dump(values))
     # kubernetes.core caches API discovery in $TMPDIR: a folder per target keeps runs apart.
     (root / "tmp").mkdir()
-    target.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "METALMART_INVENTORY_DIR": str(target.inventories),
+    target.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "INVOKE_METALMART_INVENTORIES": str(target.inventories),
                   "TMPDIR": str(root / "tmp")}
     target.env.pop("MIRRORD_LICENSE_KEY", None)
     return target

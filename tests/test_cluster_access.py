@@ -27,7 +27,9 @@ from demokit.kafka import ensure_topic, tansu_binary
 from demokit.probes import free_port, http_ok
 from tests import kube
 from tests.conftest import Converged, PodBackend
-from tests.helpers import ROOT, Proc, wait_broker
+from tests.helpers import ROOT, RUN, Proc, wait_broker
+
+pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
 
 
 @pytest.fixture()
@@ -51,18 +53,16 @@ def cluster_broker(served: kube.ClusterTarget, tmp_path: Path) -> Iterator[int]:
     try:
         yield external
     finally:
-        served.set_vars(kafka_external_port=19094)
+        served.set_vars(kafka_external_port=None)
         broker.stop()
 
 
 def test_metrics_reach_the_clusters_broker_and_order_service_by_themselves(
-        served: kube.ClusterTarget, cluster_broker: int, monkeypatch: pytest.MonkeyPatch,
-        pod_backend: PodBackend) -> None:
+        served: kube.ClusterTarget, cluster_broker: int, pod_backend: PodBackend) -> None:
     t = served
     # Seed the topic through a tunnel opened the way the task opens it, so that the broker's advertised address
     # (the tunnel's port) is reachable while producing.
-    monkeypatch.setenv("METALMART_INVENTORY_DIR", str(t.inventories))
-    with portforward.tunnels(targets.load(t.name), {"kafka": (9094, cluster_broker)}) as local:
+    with portforward.tunnels(targets.load(t.name, t.inventories), {"kafka": (9094, cluster_broker)}) as local:
         bootstrap = f"127.0.0.1:{local['kafka']}"
         wait_broker(bootstrap, 20)
         ensure_topic(bootstrap, "order.created", 3)
@@ -187,7 +187,7 @@ def test_load_in_cluster_runs_the_generator_as_a_job_and_brings_back_the_report(
 
 
 def test_load_in_cluster_refuses_a_local_target_in_one_line() -> None:
-    done = subprocess.run([sys.executable, "-m", "invoke", "load", "--target", "local", "--in-cluster"], cwd=ROOT,
+    done = subprocess.run([*RUN, "load", "--target", "local", "--in-cluster"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "needs a cluster target" in done.stderr

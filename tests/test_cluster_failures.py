@@ -17,7 +17,9 @@ import yaml
 from demokit import images
 from demokit.controlplane import STORAGE_CLASS, ControlPlane
 from tests import kube
-from tests.helpers import ROOT
+from tests.helpers import ROOT, RUN
+
+pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
 
 needs_chart = pytest.mark.skipif(not kube.SHARED_CHART.is_dir(),
                                  reason="../shared/mirrord/charts (the operator's chart) is not beside this checkout")
@@ -40,7 +42,7 @@ def _tool(folder: Path, name: str, script: str) -> None:
 def test_preflight_names_each_missing_tool_with_how_to_install_it() -> None:
     bare = {**os.environ, "PATH": str(Path(sys.executable).parent), "MIRRORD_LICENSE_KEY": "x" * 8,
             "METALMART_KUBE_CACHE": "/nonexistent"}
-    done = subprocess.run([sys.executable, "-m", "invoke", "fresh-start", "--target", "minikube"], cwd=ROOT,
+    done = subprocess.run([*RUN, "fresh-start", "--target", "minikube"], cwd=ROOT,
                           env=bare, capture_output=True, text=True, timeout=60)
     assert done.returncode == 4
     line = done.stderr.strip().splitlines()[-1]
@@ -55,7 +57,7 @@ def test_helm_4_is_refused_before_anything_runs(tmp_path: Path) -> None:
     _tool(tmp_path / "bin", "helm", 'echo "v4.0.1"\n')
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin",
            "MIRRORD_LICENSE_KEY": LICENCE}
-    done = subprocess.run([sys.executable, "-m", "invoke", "fresh-start", "--target", "testcluster"], cwd=ROOT,
+    done = subprocess.run([*RUN, "fresh-start", "--target", "testcluster"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 4 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Helm v4.0.1" in done.stderr and "Helm 3" in done.stderr and LICENCE not in done.stderr
@@ -122,7 +124,7 @@ def test_a_failing_object_stops_the_run_with_its_events(control_plane: ControlPl
     assert done.returncode == 4
     steps = _steps(done.stderr)
     assert steps["metalmart_app"] == "FAILED" and "seed" not in steps, "nothing after the failing step runs"
-    failed = re.search(r"app/deployment\.yaml\.j2 \(Deployment/(\S+)\) failed: .*Timed out", done.stderr)
+    failed = re.search(r"app/deployment\.yaml\.j2 \(Deployment/(\S+)\) failed: not ready after 15 s", done.stderr)
     assert failed, done.stderr[-2000:]
     assert "Insufficient cpu" in done.stderr, "the scheduler's warning about that Deployment's pod"
     assert f"describe deployment/{failed.group(1)}" in done.stderr
@@ -152,7 +154,18 @@ def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control
     status = json.loads(target.run("status", "--target", target.name, "--json").stdout)
     operator = target.objects("apps/v1", "Deployment", "mirrord").get("mirrord-operator")
     secret = target.objects("v1", "Secret", "mirrord").get("mirrord-license")
+    doctor = {c["name"]: c for c in json.loads(target.run("doctor", "--target", target.name, "--json", "--config",
+                                                          str(target.mirrord_dir / "order-processor.json"),
+                                                          check=False).stdout)["checks"]}
+    config = target.run("mirrord-config", "--target", target.name, "--user", "alice", "--output",
+                        str(target.mirrord_dir / "alice.json"))
+    target.set_vars(metalmart_queue_id="orders-v2")
+    drifted = target.run("mirrord-config", "--target", target.name, "--user", "alice", "--output",
+                         str(target.mirrord_dir / "alice.json"), check=False)
+    target.set_vars(metalmart_queue_id=None)
     down = target.run("teardown", "--target", target.name, "--yes")
+    after = {c["name"]: c for c in json.loads(target.run("doctor", "--target", target.name, "--json",
+                                                         check=False).stdout)["checks"]}
 
     steps = _steps(first.stderr)
     assert steps["mirrord_operator"] == steps["queue_splitting"] == "changed"
@@ -171,6 +184,15 @@ def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control
     namespaces = target.objects("v1", "Namespace")
     assert target.namespace not in namespaces and "mirrord" not in namespaces, "the operator went with its namespace"
     assert _steps(down.stderr)["mirrord_operator"] == "changed"
+    for check in ("the mirrord operator runs", "the splitting resources match the config", "the licence is present"):
+        assert doctor[check]["ok"], doctor[check]
+        assert not after[check]["ok"], after[check]
+    assert LICENCE not in json.dumps(doctor)
+    assert config.returncode == 0 and (target.mirrord_dir / "alice.json").exists()
+    assert drifted.returncode == 2 and drifted.stderr.strip().splitlines() == [
+        "error: the target's splitting resources declare queue id(s) order-created, but the config would name "
+        f"'orders-v2': set metalmart_queue_id in the inventory to match, or ./run fresh-start --target {target.name} "
+        "to apply it"]
 
 
 @needs_chart

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.helpers import ROOT
+import pytest
+
+from tests.helpers import ROOT, RUN
+
+pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
 
 
 def _cluster(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", "cluster", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([*RUN, "cluster", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
-from demokit import images, render, targets
+from demokit import render, targets
 from demokit.controlplane import ControlPlane
 from tests import kube
 from tests.conftest import Converged, PodBackend
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
 
@@ -28,24 +30,8 @@ def _steps(stderr: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^\s+\d+/\d+ (\S+)\s+[\d.]+ s\s+(\w+)$", stderr, re.M)}
 
 
-def _subset(rendered: Any, stored: Any, where: str) -> None:
-    """Every field the render sets has that value in the cluster (which adds its own defaults around them)."""
-    if isinstance(rendered, dict):
-        assert isinstance(stored, dict), where
-        for key, value in rendered.items():
-            assert key in stored, f"{where}.{key} is missing in the cluster"
-            _subset(value, stored[key], f"{where}.{key}")
-    elif isinstance(rendered, list):
-        assert isinstance(stored, list) and len(stored) == len(rendered), where
-        for i, (a, b) in enumerate(zip(rendered, stored, strict=True)):
-            _subset(a, b, f"{where}[{i}]")
-    else:
-        assert rendered == stored, f"{where}: rendered {rendered!r}, cluster {stored!r}"
-
-
-def _rendered(target: kube.ClusterTarget, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    monkeypatch.setenv("METALMART_INVENTORY_DIR", str(target.inventories))
-    return render.cluster_objects(targets.load(target.name), images.content_tag())
+def _target(target: kube.ClusterTarget) -> targets.Target:
+    return targets.load(target.name, target.inventories)
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.name)
@@ -85,17 +71,13 @@ def test_rollouts_and_jobs_completed_for_real(converged: Converged) -> None:
     assert all(c["status"]["phase"] == "Bound" for c in claims.values()), "the PV controller bound the volumes"
 
 
-def test_what_is_in_the_cluster_is_what_render_shows(converged: Converged, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_is_in_the_cluster_is_what_render_shows(converged: Converged) -> None:
     t = converged.target
-    rendered = _rendered(t, monkeypatch)
+    rendered = render.cluster_objects(_target(t))
     for doc in rendered:
         if doc["kind"].startswith("Mirrord"):
             continue  # no operator here: the splitting resources were skipped (tested with the chart below)
-        namespace = doc["metadata"].get("namespace")
-        stored = t.objects(doc["apiVersion"], doc["kind"], namespace).get(doc["metadata"]["name"])
-        assert stored is not None, f"{doc['kind']}/{doc['metadata']['name']} was not applied"
-        _subset({k: v for k, v in doc.items() if k != "metadata"}, stored, f"{doc['kind']}/{doc['metadata']['name']}")
-        _subset(doc["metadata"].get("labels") or {}, stored["metadata"].get("labels") or {}, "labels")
+        t.holds(doc)
     assert {"Deployment", "StatefulSet", "Job", "Service"} <= {d["kind"] for d in rendered}
 
 
@@ -104,9 +86,9 @@ def test_services_are_applied_before_the_deployments_that_call_them(converged: C
     failure; the order is checked here)."""
     log = (converged.target.state / "ansible-deploy-cluster.log").read_text()
     first_run = log  # the log of the last run; the applied order is the same in every run
-    items = re.findall(r"\(item=app/(service|deployment)\.yaml\.j2 (\S+)\)", first_run)
-    services = [i for i, (kind, _) in enumerate(items) if kind == "service"]
-    deployments = [i for i, (kind, _) in enumerate(items) if kind == "deployment"]
+    items = re.findall(r"\(item=(Service|Deployment)/(\S+)\)", first_run)
+    services = [i for i, (kind, _) in enumerate(items) if kind == "Service"]
+    deployments = [i for i, (kind, _) in enumerate(items) if kind == "Deployment"]
     assert services and deployments and max(services) < min(deployments), items
 
 
@@ -123,12 +105,10 @@ def test_the_database_password_is_generated_in_the_cluster_and_never_logged(conv
     assert "Look for the database credentials in the cluster" in logs, "the log is the real Ansible output"
 
 
-def test_the_mirrord_config_ansible_writes_is_the_one_render_shows(converged: Converged,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_mirrord_config_ansible_writes_is_the_one_render_shows(converged: Converged) -> None:
     t = converged.target
-    monkeypatch.setenv("METALMART_INVENTORY_DIR", str(t.inventories))
     written = json.loads((t.mirrord_dir / "order-processor.json").read_text())
-    assert written == render.mirrord_config(targets.load(t.name))
+    assert written == render.mirrord_config(_target(t))
     assert written["target"]["namespace"] == t.namespace
 
 
@@ -142,24 +122,28 @@ def test_status_shows_ready_workloads_and_demo_mode(converged: Converged) -> Non
     assert data["demo_mode"] is True and data["operator"] == "not installed" and data["splitting"] == []
 
 
-def test_turning_demo_mode_off_rolls_only_the_pods_that_read_it(converged: Converged) -> None:
+def test_demo_mode_switches_its_two_deployments_and_fresh_start_keeps_it(converged: Converged) -> None:
     t = converged.target
     before = {n: rs["metadata"]["name"] for n, rs in _current_replicasets(t).items()}
-    t.set_vars(demo_mode=False)
     try:
-        done = t.run("fresh-start", "--target", t.name, "--no-smoke")
+        off = t.run("demo-mode", "off", "--target", t.name)
         after = _current_replicasets(t)
+        again = t.run("demo-mode", "off", "--target", t.name)
+        shown = t.run("demo-mode", "--target", t.name)
+        kept = t.run("fresh-start", "--target", t.name, "--no-smoke")
     finally:
-        t.set_vars(demo_mode=True)
-        t.run("fresh-start", "--target", t.name, "--no-smoke")
-    log = (t.state / "ansible-deploy-cluster.log").read_text()
-    assert _steps(done.stderr)["metalmart_app"] == "changed" and _steps(done.stderr)["kafka"] == "unchanged"
+        t.run("demo-mode", "on", "--target", t.name)
+    assert "DEMO_MODE on → off on kubetest: restarted order-processor, storefront" in off.stderr
     rolled = sorted(n for n, rs in after.items() if rs["metadata"]["name"] != before[n])
-    assert rolled == ["order-processor", "storefront"], "a new ReplicaSet for exactly the two readers of DEMO_MODE"
-    assert all(rs["status"].get("readyReplicas") == 1 for rs in after.values()), "the rollout completed"
-    env = after["order-processor"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "DEMO_MODE", "value": "false"} in env
-    assert "changed:" in log
+    assert rolled == ["order-processor", "storefront"], "new ReplicaSets for exactly the two readers"
+    assert all(rs["status"].get("readyReplicas") == 1 for rs in after.values()), "the rollouts completed"
+    assert "DEMO_MODE already off on kubetest; nothing restarted" in again.stderr
+    assert shown.stdout.strip() == "DEMO_MODE off on kubetest: 2 s + 3 s + 5 s, about 10 s an order"
+    assert "keeping DEMO_MODE off as it runs (the inventory says on)" in kept.stderr
+    assert set(_steps(kept.stderr).values()) == {"unchanged"}, "fresh-start did not flip it back"
+    images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in
+              t.objects("apps/v1", "Deployment").values()}
+    assert len(images) == 1, "only DEMO_MODE changed, never the image"
 
 
 def _current_replicasets(t: kube.ClusterTarget) -> dict[str, dict[str, Any]]:

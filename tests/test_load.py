@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from demokit.probes import free_port, http_ok, until
-from tests.helpers import ROOT, Proc
+from tests.helpers import ROOT, RUN, Proc
 
 
 class Stub:
@@ -38,12 +38,12 @@ def stub(log_dir: Path) -> Iterator[Stub]:
 
 
 def load(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", "load", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*RUN, "load", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 
 def start_load(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "invoke", "load", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    return subprocess.Popen([*RUN, "load", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -174,3 +174,31 @@ def test_the_original_command_line_still_works(stub: Stub) -> None:
                           text=True, timeout=60, env={**os.environ, "BASE_URL": stub.url})
     assert done.returncode == 0, done.stderr
     assert len(stub.emails()) == 20
+
+
+def test_the_presets_are_the_guides_table_and_explicit_values_win() -> None:
+    from demokit.tasks.load import rate_and_duration
+
+    table = {p: rate_and_duration(p, None, None) for p in ("light", "medium", "heavy", "extreme")}
+    assert table == {"light": (5, 60), "medium": (20, 120), "heavy": (50, 60), "extreme": (100, 30)}
+    assert rate_and_duration("heavy", 7, None) == (7, 60) and rate_and_duration("light", None, 3) == (5, 3)
+
+
+@pytest.mark.parametrize(("args", "scheduled"), [
+    (["--preset", "extreme", "--duration", "0.5"], 50),      # the preset's 100/s
+    (["--preset", "light", "--duration", "1"], 5),           # the preset's 5/s
+    (["--preset", "heavy", "--rate", "10", "--duration", "1"], 10),  # explicit --rate wins
+    (["--duration", "1"], 20),                               # no preset: medium's 20/s
+])
+def test_a_preset_schedules_what_the_table_says(stub: Stub, tmp_path: Path, args: list[str], scheduled: int) -> None:
+    out = tmp_path / "report.json"
+    done = load(*args, "--base-url", stub.url, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    assert report(out)["scheduled"] == scheduled == len(stub.emails())
+
+
+def test_an_unknown_preset_is_one_line_and_exit_2() -> None:
+    done = load("--preset", "turbo")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --preset must be one of light, medium, heavy, extreme (got 'turbo'); e.g. --preset medium"]

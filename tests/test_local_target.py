@@ -6,68 +6,14 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-import yaml
 
-from demokit.probes import free_port, http_ok, port_open, until
-from tests.helpers import ROOT
-
-SERVICES = ("broker", "order", "catalogue", "processor", "storefront")
-
-
-class LocalTarget:
-    def __init__(self, base: Path, **overrides: Any) -> None:
-        self.inventories = base / "inventories"
-        self.state = base / "state"
-        self.ports = {s: free_port() for s in SERVICES}
-        group_vars = self.inventories / "local" / "group_vars"
-        group_vars.mkdir(parents=True)
-        (self.inventories / "local" / "hosts.yml").write_text((ROOT / "inventories/local/hosts.yml").read_text())
-        values = yaml.safe_load((ROOT / "inventories/local/group_vars/all.yml").read_text())
-        values.update({"local_state_dir": str(self.state), "local_ports": self.ports, **overrides})
-        (group_vars / "all.yml").write_text(yaml.safe_dump(values))
-        self.env = {**os.environ, "METALMART_INVENTORY_DIR": str(self.inventories), "PATH": _path_without_minikube()}
-
-    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def status(self) -> dict[str, Any]:
-        done = self.run("status", "--target", "local", "--json")
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    def listening(self) -> list[int]:
-        return [p for p in self.ports.values() if port_open("127.0.0.1", p)]
-
-    def stack_processes(self) -> list[psutil.Process]:
-        mine = []
-        for proc in psutil.process_iter(["cmdline", "environ"]):
-            try:
-                cmd = " ".join(proc.info["cmdline"] or [])
-                port = (proc.info["environ"] or {}).get("PORT")
-                ours = str(self.state) in cmd or f":{self.ports['broker']}" in cmd
-                if ours or ("metalmart" in cmd and port in {str(p) for p in self.ports.values()}):
-                    mine.append(proc)
-            except psutil.Error:
-                continue
-        return mine
-
-
-def _path_without_minikube() -> str:
-    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
-                           if not (Path(d) / "minikube").exists())
+from demokit.probes import http_ok, port_open, until
+from tests.helpers import LocalTarget
 
 
 @pytest.fixture
@@ -144,7 +90,7 @@ def test_a_taken_port_is_named_with_its_holder_and_nothing_starts(target: LocalT
 
 
 def test_a_service_that_never_gets_ready_shows_its_log_and_everything_stops(tmp_path: Path) -> None:
-    target = LocalTarget(tmp_path, processor_concurrency=0)  # the processor refuses to start
+    target = LocalTarget(tmp_path, metalmart_processor_concurrency=0)  # the processor refuses to start
     try:
         done = target.run("fresh-start", "--target", "local")
         assert done.returncode == 4, done.stderr

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from demokit import images, render, targets
-from tests.helpers import ROOT
+from demokit import images, targets
+from tests.conftest import Rendered
+from tests.helpers import ROOT, RUN
 
 SHARED = ROOT.parent / "shared" / "mirrord"
 CRD_SCHEMAS = {"MirrordPropertyList": "crd-schema-MirrordPropertyList-v1.json",
@@ -27,9 +27,13 @@ CRD_SCHEMAS = {"MirrordPropertyList": "crd-schema-MirrordPropertyList-v1.json",
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 
-def _objects(**overrides: Any) -> list[dict[str, Any]]:
-    t = targets.load("minikube")
-    return render.cluster_objects(replace(t, vars={**t.vars, **overrides}), "0123456789abcdef")
+Objects = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def objects(render_minikube: Callable[..., Rendered]) -> Objects:
+    """objects(**inventory_values): every object fresh-start applies to minikube with those values."""
+    return lambda fresh=False, **values: render_minikube(fresh, **values)[0]
 
 
 def _by(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -37,15 +41,15 @@ def _by(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_kubernetes_object_validates_strictly(version: str) -> None:
-    kube = [d for d in _objects() if d["kind"] not in CRD_SCHEMAS]
+def test_every_kubernetes_object_validates_strictly(version: str, objects: Objects) -> None:
+    kube = [d for d in objects() if d["kind"] not in CRD_SCHEMAS]
     assert len(kube) >= 15
     for doc in kube:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
-def test_the_validator_is_strict_about_unknown_fields_and_kinds() -> None:
-    deployment = _by(_objects(), "Deployment")["order"]
+def test_the_validator_is_strict_about_unknown_fields_and_kinds(objects: Objects) -> None:
+    deployment = _by(objects(), "Deployment")["order"]
     typo = json.loads(json.dumps(deployment))
     typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Never"
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -57,16 +61,16 @@ def test_the_validator_is_strict_about_unknown_fields_and_kinds() -> None:
 @pytest.mark.skipif(not (SHARED / "mirrord-schema.json").exists(),
                     reason="../shared/mirrord (mirrord's CRD schemas) is not beside this checkout")
 @pytest.mark.parametrize("model", ["current", "legacy"])
-def test_the_mirrord_resources_validate_against_the_operators_crds(model: str) -> None:
-    mirrord = [d for d in _objects(mirrord_splitting_model=model) if d["kind"] in CRD_SCHEMAS]
+def test_the_mirrord_resources_validate_against_the_operators_crds(model: str, objects: Objects) -> None:
+    mirrord = [d for d in objects(queue_splitting_model=model) if d["kind"] in CRD_SCHEMAS]
     assert len(mirrord) == 2
     for doc in mirrord:
         schema = json.loads((SHARED / CRD_SCHEMAS[doc["kind"]]).read_text())
         jsonschema.Draft202012Validator(schema).validate(doc)
 
 
-def test_workloads_are_named_after_the_services_and_wired_together() -> None:
-    docs = _objects()
+def test_workloads_are_named_after_the_services_and_wired_together(objects: Objects) -> None:
+    docs = objects()
     deployments = _by(docs, "Deployment")
     assert sorted(deployments) == ["catalogue", "order", "order-processor", "storefront"]
     assert sorted(_by(docs, "StatefulSet")) == ["kafka", "postgres"]
@@ -88,8 +92,8 @@ def test_workloads_are_named_after_the_services_and_wired_together() -> None:
     assert _by(docs, "Service")["storefront"]["spec"]["type"] == "NodePort"
 
 
-def test_no_secret_is_rendered_the_password_is_referenced() -> None:
-    docs = _objects()
+def test_no_secret_is_rendered_the_password_is_referenced(objects: Objects) -> None:
+    docs = objects()
     assert not [d for d in docs if d["kind"] == "Secret"]
     order = _by(docs, "Deployment")["order"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in order["env"]}
@@ -97,8 +101,8 @@ def test_no_secret_is_rendered_the_password_is_referenced() -> None:
     assert "$(POSTGRES_PASSWORD)" in env["DATABASE_URL"]["value"]
 
 
-def test_demo_mode_and_the_image_tag_change_the_pod_template_and_nothing_else_does() -> None:
-    on, again, off = _objects(), _objects(), _objects(demo_mode=False)
+def test_demo_mode_and_the_image_tag_change_the_pod_template_and_nothing_else_does(objects: Objects) -> None:
+    on, again, off = objects(), objects(fresh=True), objects(metalmart_demo_mode=False)
     assert on == again, "rendering is deterministic"
     pods = lambda docs: {n: d["spec"]["template"] for n, d in _by(docs, "Deployment").items()}  # noqa: E731
     changed = sorted(n for n in pods(on) if pods(on)[n] != pods(off)[n])
@@ -107,7 +111,7 @@ def test_demo_mode_and_the_image_tag_change_the_pod_template_and_nothing_else_do
 
 
 def test_render_writes_every_object_in_apply_order(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "invoke", "render", "--target", "minikube", "--out", str(tmp_path)],
+    done = subprocess.run([*RUN, "render", "--target", "minikube", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     files = sorted((tmp_path / "manifests").iterdir())
@@ -118,7 +122,7 @@ def test_render_writes_every_object_in_apply_order(tmp_path: Path) -> None:
 
 
 def test_render_refuses_the_local_target_in_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "invoke", "render", "--target", "local", "--out", str(tmp_path)],
+    done = subprocess.run([*RUN, "render", "--target", "local", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "local target" in done.stderr
@@ -129,8 +133,7 @@ def test_the_in_cluster_load_job_validates_and_never_retries(version: str) -> No
     from demokit import incluster
     from metalmart.loadgen import LoadConfig
 
-    job = incluster.job_manifest(targets.load("minikube"), LoadConfig(20, 120, "http://x", email_user="alice"),
-                                 "0123456789abcdef")
+    job = incluster.job_manifest(targets.load("minikube"), LoadConfig(20, 120, "http://x", email_user="alice"))
     kubernetes_validate.validate(job, version, strict=True)
     assert job["spec"]["backoffLimit"] == 0, "a retried generator would send its orders twice"
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -114,13 +114,14 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
     stack = AppStack(broker.bootstrap, database_url, log_dir).start(processor=False)
     try:
         broker.stop()
-        during = []
-        start = time.monotonic()
-        for i, email in enumerate(_emails(30)):  # orders keep arriving for 10 s of outage
-            time.sleep(max(0.0, start + i / 3 - time.monotonic()))
-            during.append(request("POST", f"{stack.base}/api/orders", order_body(email)))
+        with ThreadPoolExecutor(8) as pool:  # a burst of orders while the broker is down
+            during = list(pool.map(lambda e: request("POST", f"{stack.base}/api/orders", order_body(e)),
+                                   _emails(30)))
         assert {code for code, _ in during} == {201}
         assert stack.stats()["outbox_unpublished"] == 30
+        # The outage lasts until the relay's deliveries have timed out: it then starts a new producer session and
+        # sends them again, which is what must reach the broker once it is back.
+        until(lambda: _assert(stack.stats()["outbox_delivery_failures"] >= 30), 60, "the relay's deliveries timed out")
         # Tansu keeps topics in memory: after a restart the topic must be created again. A real Kafka keeps it.
         broker = Broker(log_dir, port=broker.port).start()
         ensure_topic(broker.bootstrap, stack.topic, 3)
@@ -132,5 +133,38 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
         broker.stop()
 
 
+def _assert(condition: bool) -> None:
+    assert condition
+
+
 def _outbox_empty(stack: AppStack) -> None:
     assert stack.stats()["outbox_unpublished"] == 0
+
+
+def test_an_event_the_broker_lost_is_published_again_and_ships_once(database_url: str, log_dir: Path) -> None:
+    """A broker that acknowledged events and then lost its storage (Tansu's memory, as the `local` target's broker
+    when it is killed): the orders stay pending past the bound, the reconciler publishes their events again, once
+    each and by one replica only (on PostgreSQL two order services share the database), and they ship once."""
+    broker = Broker(log_dir).start()
+    stack = AppStack(broker.bootstrap, database_url, log_dir, order_env={"ORDER_REPUBLISH_AFTER_S": "2"})
+    stack.start(processor=False)
+    replica = stack.replica()[0] if database_url.startswith("postgresql") else None
+    try:
+        orders = post_orders(stack.base, _emails(6))
+        until(lambda: _outbox_empty(stack), 30, "events published (acknowledged by the broker)")
+        broker.proc.stop(signal.SIGKILL)
+        broker = Broker(log_dir, port=broker.port).start()  # its memory storage starts empty
+        ensure_topic(broker.bootstrap, stack.topic, 3)
+        stack.start_processor()
+        stack.wait_shipped(6, timeout=90)
+        stats = stack.stats()
+        assert stats["republished"] == 6, "each lost event published again, once, by one replica"
+        assert stats["overdue"] == 0
+        _shipped_once(stack.database_url, {o["id"] for o in orders})
+        log = stack.order.log() + (replica.log() if replica else "")
+        assert log.count("publishing again") >= 1 and "not moved for 2 s after their event was published" in log
+    finally:
+        if replica is not None:
+            replica.stop()
+        stack.stop()
+        broker.stop()

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from demokit import render, targets
 from demokit.errors import UserError
-from tests.helpers import ROOT
+from tests.conftest import Rendered
+from tests.helpers import ROOT, RUN
 
 SHARED = ROOT.parent / "shared" / "mirrord"
 needs_shared = pytest.mark.skipif(not (SHARED / "mirrord-schema.json").exists(),
@@ -26,19 +25,14 @@ def _schema(name: str) -> dict[str, Any]:
     return json.loads((SHARED / name).read_text())
 
 
-def _minikube(**overrides: Any) -> targets.Target:
-    t = targets.load("minikube")
-    return replace(t, vars={**t.vars, **overrides})
-
-
-def test_the_committed_mirrord_config_is_the_rendered_one() -> None:
+def test_the_committed_mirrord_config_is_the_rendered_one(render_minikube: Callable[..., Rendered]) -> None:
     committed = json.loads((ROOT / ".mirrord/order-processor.json").read_text())
-    assert committed == render.mirrord_config(targets.load("minikube"))
+    assert committed == render_minikube()[1]
 
 
 @needs_shared
-def test_the_mirrord_config_validates_against_mirrords_schema() -> None:
-    config = render.mirrord_config(_minikube(), email_filter=r"^alice\+.*@metalbear\.com$")
+def test_the_mirrord_config_validates_against_mirrords_schema(render_minikube: Callable[..., Rendered]) -> None:
+    config = render_minikube(mirrord_config_email_filter=r"^alice\+.*@metalbear\.com$")[1]
     jsonschema.Draft202012Validator(_schema("mirrord-schema.json")).validate(config)
     assert config["operator"] is True
     assert config["target"] == {"path": {"deployment": "order-processor"}, "namespace": "metalmart"}
@@ -48,15 +42,16 @@ def test_the_mirrord_config_validates_against_mirrords_schema() -> None:
 
 @needs_shared
 @pytest.mark.parametrize("model", ["current", "legacy"])
-def test_splitting_resources_validate_and_share_the_queue_id(model: str) -> None:
-    docs = render.split_resources(_minikube(mirrord_splitting_model=model))
+def test_splitting_resources_validate_and_share_the_queue_id(model: str,
+                                                             render_minikube: Callable[..., Rendered]) -> None:
+    docs = [d for d in render_minikube(queue_splitting_model=model)[0] if d["kind"].startswith("Mirrord")]
     schemas = {"MirrordPropertyList": "crd-schema-MirrordPropertyList-v1.json",
                "MirrordSplitConfig": "crd-schema-MirrordSplitConfig-v1.json",
                "MirrordKafkaClientConfig": "crd-schema-MirrordKafkaClientConfig-v1alpha.json",
                "MirrordKafkaTopicsConsumer": "crd-schema-MirrordKafkaTopicsConsumer-v1alpha.json"}
     for doc in docs:
         jsonschema.Draft202012Validator(_schema(schemas[doc["kind"]])).validate(doc)
-    queue_id = render.mirrord_config(_minikube())["feature"]["split_queues"]
+    queue_id = render_minikube()[1]["feature"]["split_queues"]
     by_kind = {d["kind"]: d for d in docs}
     if model == "current":
         split = by_kind["MirrordSplitConfig"]["spec"]
@@ -74,13 +69,13 @@ def test_splitting_resources_validate_and_share_the_queue_id(model: str) -> None
 
 
 def test_a_filter_mirrord_would_reject_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "invoke", "render", "--out", str(tmp_path), "--email-filter", "("],
+    done = subprocess.run([*RUN, "render", "--out", str(tmp_path), "--email-filter", "("],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "is not a valid regex" in done.stderr
     assert not (tmp_path / ".mirrord").exists()
 
 
-def test_an_empty_filter_is_refused_because_it_would_match_nothing() -> None:
+def test_an_empty_filter_is_refused_because_it_would_match_nothing(render_minikube: Callable[..., Rendered]) -> None:
     with pytest.raises(UserError, match="is empty"):
-        render.mirrord_config(_minikube(mirrord_email_filter=""))
+        render_minikube(mirrord_config_email_filter="")

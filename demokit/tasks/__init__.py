@@ -2,11 +2,14 @@
 
 from invoke import Collection
 
-from demokit.tasks import bench, dev, kube, load, metrics, render, stack
+from demokit.tasks import bench, dev, doctor, kube, load, metrics, region, render, stack
 
 ns = Collection()
-for module in (dev, kube, load, metrics, render, stack):
+for module in (dev, doctor, kube, load, metrics, region, render, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
 ns.add_collection(bench.ns)
-ns.configure({"run": {"echo": False, "pty": False}})
+# Invoke's own configuration carries the project's settings: defaults here < invoke.yaml < INVOKE_METALMART_*
+# in the environment < flags.
+ns.configure({"run": {"echo": False, "pty": False},
+              "metalmart": {"target": None, "inventories": "inventories"}})

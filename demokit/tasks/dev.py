@@ -7,7 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from invoke import Context, task
+from invoke import Context
+
+from demokit.cli import task
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,25 +32,42 @@ def lint(c: Context, fix: bool = False) -> None:
 
 
 @task(
-    pre=[],
     help={
         "k": "only tests matching this pytest -k expression",
+        "fast": "the fast tier: lint, unit and render tests (no control plane, no browser, no long end-to-end runs)",
         "no_lint": "skip lint",
         "no_setup": "skip installing PostgreSQL and Chromium and building the Kubernetes control plane",
     },
 )
-def test(c: Context, k: str = "", no_lint: bool = False, no_setup: bool = False) -> None:
-    """Lint, then every test (installs PostgreSQL and Chromium from Debian's packages first when absent)."""
+def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_setup: bool = False) -> None:
+    """Lint, then every test (installs PostgreSQL and Chromium from Debian's packages first when absent, and builds
+    the Kubernetes control plane the cluster tests run against); --fast for the quick tier."""
     with c.cd(str(ROOT)):
         if not no_setup:
             c.run("bash scripts/ensure-test-deps.sh")
-            # The real Kubernetes control plane the cluster tests run against: built once from pinned Go modules
-            # (about 6 minutes on 2 cores the first time), then cached under ~/.cache/metalmart/kube.
-            c.run(f"{shlex.quote(sys.executable)} -m demokit.kubebuild")
+            if not fast:
+                # The real Kubernetes control plane the cluster tests run against: built once from pinned Go
+                # modules (about 6 minutes on 2 cores the first time), then cached under ~/.cache/metalmart/kube.
+                c.run(f"{shlex.quote(sys.executable)} -m demokit.kubebuild")
         if not no_lint:
             lint(c)
         selected = f" -k {shlex.quote(k)}" if k else ""
-        c.run(f"{shlex.quote(sys.executable)} -m pytest -q -ra{selected}", pty=sys.stdout.isatty())
+        tier = " -m 'not cluster and not slow and not browser'" if fast else ""
+        c.run(f"{shlex.quote(sys.executable)} -m pytest -q -ra --durations=15{tier}{selected}",
+              pty=sys.stdout.isatty())
 
 
-TASKS = {"lint": lint, "test": test}
+LOCKS = {"app": [], "automation": ["--extra", "automation"], "dev": ["--extra", "automation", "--extra", "dev"]}
+
+
+@task
+def lock(c: Context) -> None:
+    """Lock every dependency with hashes (requirements/app.txt for the image, automation.txt for ./run, dev.txt for
+    the tests), from the pins in pyproject.toml, for Python 3.11+ on any platform."""
+    with c.cd(str(ROOT)):
+        for name, extras in LOCKS.items():
+            c.run(" ".join([_tool("uv"), "pip", "compile", "pyproject.toml", *extras, "--generate-hashes",
+                            "--universal", "--python-version", "3.11", "-q", "-o", f"requirements/{name}.txt"]))
+
+
+TASKS = {"lint": lint, "test": test, "lock": lock}

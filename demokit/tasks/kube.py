@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from invoke import Context, task
+from invoke import Context
 
 from demokit import controlplane, kubebuild
-from demokit.errors import USAGE, UserError, friendly
+from demokit.cli import task
+from demokit.errors import USAGE, UserError
 from demokit.targets import ROOT
 from demokit.tasks.common import emit_json, out, say
 
@@ -21,9 +22,9 @@ def plane() -> controlplane.ControlPlane:
     return controlplane.ControlPlane(Path(os.environ.get("METALMART_KUBE_DIR") or ROOT / ".metalmart" / "kube"))
 
 
-@task(positional=["action"], help={"action": "start | stop | status | env", "json": "status: print JSON only"})
-@friendly
-def cluster(c: Context, action: str, json: bool = False) -> None:
+@task(optional_positional="action", help={"action": "start | stop | status (the default) | env",
+                                          "json": "status: print JSON only"})
+def cluster(c: Context, action: str = "status", json: bool = False) -> None:
     """A local Kubernetes control plane (etcd, API server, controllers, scheduler, kwok nodes) for the testcluster
     target; the first start builds its binaries from pinned Go modules (a few minutes, then cached)."""
     if action not in ACTIONS:

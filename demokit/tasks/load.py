@@ -12,33 +12,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from invoke import Context, task
+from invoke import Context
 from rich.live import Live
 from rich.table import Table
 
-from demokit import incluster, portforward, targets
-from demokit.errors import INTERRUPTED, USAGE, UserError, friendly
-from demokit.tasks.common import err, out, say
-from metalmart.loadgen import LoadConfig, LoadRun, check_target, fetch_products
+from demokit import incluster, reach, targets
+from demokit.cli import task
+from demokit.errors import INTERRUPTED, USAGE, UserError
+from demokit.tasks.common import TARGET_HELP, err, out, say, target_of
+from metalmart.loadgen import OPTIONS, LoadConfig, LoadRun, check_target, fetch_products
 from metalmart.loadgen import progress as counts_of
 
 
 @contextlib.contextmanager
-def _urls(target_name: str | None, base_url: str | None) -> Iterator[tuple[str, str | None]]:
-    """The order service (and catalogue) of the target; on a cluster target, through port-forwards this task opens
-    through the Kubernetes API (no kubectl needed)."""
-    if base_url:
-        yield base_url, None
+def _urls(target: targets.Target | None, base_url: str | None) -> Iterator[tuple[str, str | None]]:
+    """The order service (and catalogue) of the target: --base-url, or the target's own (through port-forwards
+    on a cluster)."""
+    if base_url or target is None:
+        yield base_url or "", None
         return
-    target = targets.resolve(target_name, say)
-    if target.kind == "local":
-        ports = target.get("local_ports", {})
-        yield f"http://127.0.0.1:{ports['order']}", f"http://127.0.0.1:{ports['catalogue']}"
-        return
-    with portforward.tunnels(target, {"order": (8084, 0), "catalogue": (8082, 0)}) as local:
-        say(f"reaching {target.name} through port-forwards to order and catalogue (for rates above a few hundred "
-            "orders/s, run the generator next to the service)")
-        yield f"http://127.0.0.1:{local['order']}", f"http://127.0.0.1:{local['catalogue']}"
+    with reach.endpoints(target, broker=False) as found:
+        if target.kind != "local":
+            say(f"reaching {target.name} through port-forwards to the order service and the catalogue (for rates "
+                "above a few hundred orders/s, run the generator next to the service: --in-cluster)")
+        yield found.url("order"), found.url("catalogue")
 
 
 def summary_table(report: dict[str, Any]) -> Table:
@@ -108,27 +105,38 @@ async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
     return run
 
 
-@task(
-    help={
-        "rate": "orders per second (fractions allowed), e.g. 20",
-        "duration": "seconds to run, e.g. 120",
-        "base_url": "order service URL; default: the target's",
-        "target": "an inventory under inventories/; default: minikube if installed, else local",
-        "email_domain": "domain of the e-mails that match the demo filter (metalbear.com)",
-        "match_ratio": "share of orders whose e-mail matches the filter, 0..1 (1.0); the rest use example.com",
-        "email_user": "e-mails NAME+<run>-<n>@<domain>, so one person's mirrord filter catches exactly theirs",
-        "json": "also write the report as JSON to this path",
-        "max_inflight": "orders in flight at most; a due order beyond it is dropped and counted (1024)",
-        "in_cluster": "run the generator as a Kubernetes Job from the app image, next to the service (cluster "
-                      "targets; for rates a port-forward cannot carry)",
-    },
-)
-@friendly
-def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str | None = None,
-         target: str | None = None, email_domain: str = "metalbear.com", match_ratio: float = 1.0,
-         email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
+# The demo guide's load settings; --rate and --duration given beside a preset win over it.
+PRESETS = {"light": (5.0, 60.0), "medium": (20.0, 120.0), "heavy": (50.0, 60.0), "extreme": (100.0, 30.0)}
+DEFAULT_PRESET = "medium"
+
+HELP = {option.name: option.help for option in OPTIONS if option.name not in ("catalogue_url", "run_id")} | {
+    "rate": "orders per second (fractions allowed), e.g. 20; default: the preset's",
+    "duration": "seconds to run, e.g. 120; default: the preset's",
+    "preset": "light (5/s for 60 s), medium (20/s for 120 s, the default), heavy (50/s for 60 s) or extreme "
+              "(100/s for 30 s)",
+    "target": TARGET_HELP,
+    "json": "also write the report as JSON to this path",
+    "in_cluster": "run the generator as a Kubernetes Job from the app image, next to the service (cluster targets; "
+                  "for rates a port-forward cannot carry)",
+}
+
+
+def rate_and_duration(preset: str, rate: float | None, duration: float | None) -> tuple[float, float]:
+    """The preset's rate and duration, each replaced by the one given explicitly."""
+    if preset not in PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r}); e.g. --preset medium",
+                        USAGE)
+    preset_rate, preset_duration = PRESETS[preset]
+    return (preset_rate if rate is None else rate), (preset_duration if duration is None else duration)
+
+
+@task(help=HELP)
+def load(c: Context, rate: float | None = None, duration: float | None = None, preset: str = DEFAULT_PRESET,
+         base_url: str | None = None, target: str | None = None, email_domain: str = "metalbear.com",
+         match_ratio: float = 1.0, email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
          in_cluster: bool = False) -> None:
     """Stream orders at an exact rate (open loop) and account for every one of them."""
+    rate, duration = rate_and_duration(preset, rate, duration)
     json_path = Path(json) if json else None
     if json_path is not None and not json_path.parent.exists():
         raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist", USAGE)
@@ -137,13 +145,13 @@ def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str 
                          email_user=email_user, max_inflight=int(max_inflight))
     options.check()  # bad options are refused before anything is reached
     if in_cluster:
-        report = _in_cluster(target, base_url, options)
+        report = _in_cluster(c, target, base_url, options)
         out.print(summary_table(report))
         if json_path is not None:
             json_path.write_text(_dumps(report))
             say(f"report written to {json_path}")
         return
-    with _urls(target, base_url) as (url, catalogue):
+    with _urls(None if base_url else target_of(c, target), base_url) as (url, catalogue):
         config = dataclasses.replace(options, base_url=url, catalogue_url=catalogue)
         run = asyncio.run(_run(config, interactive=sys.stderr.isatty()))
     report = run.report()
@@ -157,10 +165,10 @@ def load(c: Context, rate: float = 20.0, duration: float = 120.0, base_url: str 
         raise Exit("interrupted: the summary above counts every order scheduled so far", code=INTERRUPTED)
 
 
-def _in_cluster(target_name: str | None, base_url: str | None, options: LoadConfig) -> dict[str, Any]:
+def _in_cluster(c: Context, target_name: str | None, base_url: str | None, options: LoadConfig) -> dict[str, Any]:
     if base_url:
         raise UserError("--in-cluster reaches the order service inside the cluster; drop --base-url", USAGE)
-    target = targets.resolve(target_name, say)
+    target = target_of(c, target_name)
     if target.kind == "local":
         raise UserError("--in-cluster needs a cluster target (minikube or a region); on `local` the generator "
                         "already runs next to the service", USAGE)

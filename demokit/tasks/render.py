@@ -1,38 +1,81 @@
-"""`./run render`: what a target would apply, rendered offline (no cluster needed)."""
+"""`./run render` and `./run mirrord-config`: what a target would apply, and the developer's mirrord config, both
+written by the roles (playbooks/deploy-cluster.yml with a render folder, playbooks/mirrord-config.yml)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from invoke import Context, task
+from invoke import Context
 
-from demokit import images, targets
+from demokit import cluster, mirrordcfg
 from demokit import render as renderer
-from demokit.errors import friendly
-from demokit.tasks.common import say
+from demokit.cli import task
+from demokit.errors import USAGE, UserError
+from demokit.targets import ROOT, Target
+from demokit.tasks.common import cluster_target_of, say
 
 
 @task(help={"target": "a cluster inventory under inventories/ (minikube)", "out": "folder to write into",
-            "email_filter": "regex on the customer_email header for your session (default: the inventory's)"})
-@friendly
-def render(c: Context, target: str = "minikube", out: str = "rendered", email_filter: str | None = None) -> None:
+            "email_filter": "regex on the customer_email header for your session (default: the inventory's)",
+            "verbose": "show Ansible's own output"})
+def render(c: Context, target: str | None = None, out: str = "rendered", email_filter: str | None = None,
+           verbose: bool = False) -> None:
     """Write every manifest and the mirrord config a cluster target would apply into --out (offline, no cluster)."""
-    for path in renderer.write(Path(out), targets.load(target), email_filter, images.content_tag()):
+    for path in renderer.write(Path(out), cluster_target_of(c, target), say, email_filter, verbose):
         say(f"wrote {path}")
 
 
-@task(help={"target": "a cluster inventory under inventories/ (minikube)",
-            "email_filter": "regex on the customer_email header, e.g. '^alice\\+.*@metalbear\\.com$'"})
-@friendly
-def mirrord_config(c: Context, target: str = "minikube", email_filter: str | None = None) -> None:
-    """Write .mirrord/order-processor.json for your session (only orders matching the filter reach you)."""
-    path = renderer.ROOT / ".mirrord" / "order-processor.json"
-    text = renderer.to_nice_json(renderer.mirrord_config(targets.load(target), email_filter)) + "\n"
-    if path.exists() and path.read_text() == text:
-        say(f"{path} is up to date; nothing changed")
+@task(help={"user": "NAME: write .mirrord/NAME.json, matching exactly the e-mails `./run load --email-user NAME` "
+                    "sends (and NAME@<domain>)",
+            "email": "match one address, e.g. alice@metalbear.com",
+            "email_filter": "a regex on the customer_email header, e.g. '^alice\\+.*@metalbear\\.com$'",
+            "email_domain": "the domain of --user's e-mails (metalbear.com)",
+            "output": "the file to write (default: .mirrord/NAME.json, or .mirrord/order-processor.json)",
+            "target": "a cluster inventory under inventories/ (minikube)"})
+def mirrord_config(c: Context, user: str | None = None, email: str | None = None, email_filter: str | None = None,
+                   email_domain: str = "metalbear.com", output: str | None = None, target: str | None = None) -> None:
+    """Write a mirrord config for one person's session: only orders matching its filter reach them."""
+    given = [name for name, value in (("--user", user), ("--email", email), ("--email-filter", email_filter))
+             if value is not None]
+    if len(given) > 1:
+        raise UserError(f"give one of --user, --email, --email-filter (got {' and '.join(given)})", USAGE)
+    if user is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", user):
+        raise UserError(f"--user must be a plain name like alice (got {user!r})", USAGE)
+    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise UserError(f"--email must be an address like alice@metalbear.com (got {email!r})", USAGE)
+    resolved = cluster_target_of(c, target)
+    regex = mirrordcfg.user_filter(user, email_domain) if user else mirrordcfg.address_filter(email) if email \
+        else email_filter if email_filter is not None else str(resolved.get("mirrord_config_email_filter"))
+    problem = mirrordcfg.filter_problem(regex)
+    if problem:
+        raise UserError(problem, USAGE)  # before Ansible starts: one line, no file touched
+    path = Path(output) if output else ROOT / ".mirrord" / f"{user or 'order-processor'}.json"
+    if path.suffix != ".json" or not path.parent.is_dir():
+        raise UserError(f"--output {path}: must be a .json file in a folder that exists", USAGE)
+    _check_queue_id(resolved)
+    warning = mirrordcfg.coverage_warning(regex)
+    if warning:
+        say(warning)
+    run = cluster.run_playbook(resolved, "mirrord-config", lambda _m: None,
+                               {"mirrord_config_email_filter": regex, "mirrord_config_name": path.stem,
+                                "mirrord_config_dir": str(path.parent.resolve())}, log_name="mirrord-config")
+    say(f"{path} is up to date; nothing changed" if run.changed == 0 else f"wrote {path} (filter {regex})")
+
+
+def _check_queue_id(target: Target) -> None:
+    """The config's queue id must be the one the target's splitting resources declare, or the session finds no
+    queue to split: checked against the cluster when it serves them (skipped, and said, when it cannot be asked)."""
+    want = str(target.get("metalmart_queue_id"))
+    try:
+        found = cluster.queue_ids(target)
+    except UserError as exc:
+        say(f"could not read the splitting resources ({exc}); the queue id {want!r} is not checked")
         return
-    path.write_text(text)
-    say(f"wrote {path}")
+    if found and want not in found:
+        raise UserError(f"the target's splitting resources declare queue id(s) {', '.join(sorted(found))}, but the "
+                        f"config would name {want!r}: set metalmart_queue_id in the inventory to match, or "
+                        f"./run fresh-start --target {target.name} to apply it", USAGE)
 
 
 TASKS = {"render": render, "mirrord-config": mirrord_config}

@@ -2,32 +2,53 @@
 
 from __future__ import annotations
 
-from invoke import Context, task
+from dataclasses import replace
+
+from invoke import Context
 from rich.table import Table
 
-from demokit import cluster, images, portforward, targets
-from demokit.errors import USAGE, UserError, friendly
-from demokit.localstack import SERVICES, LocalStack
-from demokit.tasks.common import emit_json, out, say
+from demokit import cluster, demomode, images, portforward, targets
+from demokit.cli import task
+from demokit.errors import NOT_READY, USAGE, UserError
+from demokit.localstack import LocalStack, names
+from demokit.tasks.common import TARGET_HELP, cluster_target_of, emit_json, out, say, target_of
+from metalmart import services as table
 
-TARGET_HELP = "an inventory under inventories/ (local, minikube, a region); default: minikube if installed, else local"
+
+def _kept_demo_mode(target: targets.Target) -> bool | None:
+    """DEMO_MODE as it runs when it differs from the inventory's (switched with ./run demo-mode): a fresh-start
+    keeps it, and says so, rather than flip it back."""
+    try:
+        running = demomode.state(demomode.live(target))
+    except UserError:
+        return None  # nothing deployed yet, or not reachable: the playbook says what is wrong
+    wanted = bool(target.get("metalmart_demo_mode"))
+    if running not in ("on", "off") or (running == "on") == wanted:
+        return None
+    say(f"keeping DEMO_MODE {running} as it runs (the inventory says {'on' if wanted else 'off'}); "
+        f"./run demo-mode {'on' if wanted else 'off'} --target {target.name} to follow the inventory")
+    return running == "on"
 
 
 def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) -> None:
     cluster.preflight(target)
     playbook = "fresh-start" if target.kind == "minikube" else "deploy-cluster"
     say(f"fresh-start on target {target.name!r} ({target.kind})")
-    run = cluster.run_playbook(target, playbook, say, {"verify_enabled": not no_smoke}, verbose)
+    kept = _kept_demo_mode(target)
+    demo = bool(target.get("metalmart_demo_mode")) if kept is None else kept
+    extra = {"verify_enabled": not no_smoke, **({} if kept is None else {"metalmart_demo_mode": kept})}
+    run = cluster.run_playbook(target, playbook, say, extra, verbose)
     ns, profile = target.get("metalmart_namespace"), target.get("minikube_profile")
-    url = f"minikube --profile {profile} service storefront --namespace {ns} --url" if target.kind == "minikube" \
-        else f"kubectl --namespace {ns} port-forward svc/storefront 8080:8080"
+    front = table.by_command("storefront")
+    url = f"minikube --profile {profile} service {front.name} --namespace {ns} --url" if target.kind == "minikube" \
+        else f"kubectl --namespace {ns} port-forward svc/{front.name} {front.port}:{front.port}"
     operator = cluster.operator_state(target, portforward.api_client(target))
     if operator == "not installed":
         operator += ": no licence (MIRRORD_LICENSE_KEY or Ansible Vault)" if not (
             cluster.licence_given() or cluster.has_vault_licence(target)) else ""
     out.print()
     out.print(f"[bold]Storefront[/bold]  {url}")
-    out.print(f"[bold]DEMO_MODE[/bold]   {'on' if target.get('demo_mode') else 'off'}")
+    out.print(f"[bold]DEMO_MODE[/bold]   {'on' if demo else 'off'} ({demomode.per_order(demo)})")
     out.print(f"[bold]Operator[/bold]    {operator}")
     out.print("[bold]mirrord[/bold]     .mirrord/order-processor.json")
     out.print(f"[bold]Log[/bold]         {run.log}")
@@ -39,20 +60,22 @@ def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) 
 
 @task(help={"target": TARGET_HELP, "no_smoke": "skip the smoke order through the pipeline",
             "verbose": "show Ansible's own output (cluster targets)"})
-@friendly
 def fresh_start(c: Context, target: str | None = None, no_smoke: bool = False, verbose: bool = False) -> None:
     """Bring the demo up from nothing (a second run changes nothing and says so)."""
-    resolved = targets.resolve(target, say)
+    resolved = target_of(c, target)
     if resolved.kind != "local":
         _cluster_fresh_start(resolved, no_smoke, verbose)
         return
     stack = LocalStack(resolved)
     say(f"fresh-start on target {stack.target.name!r} ({stack.target.kind})")
+    kept = _kept_demo_mode(resolved)
+    if kept is not None:
+        stack = replace(stack, demo_override=kept)
     result = stack.fresh_start(say, smoke=not no_smoke)
-    mode = "on (orders ship in about 0.6 s)" if stack.demo_mode else "off (orders ship in about 10 s)"
+    mode = f"{'on' if stack.demo_mode else 'off'} ({demomode.per_order(stack.demo_mode)})"
     out.print()
-    out.print(f"[bold]Storefront[/bold]  {stack.url('storefront')}")
-    out.print(f"[bold]Orders API[/bold]  {stack.url('order')}/api/orders")
+    out.print(f"[bold]Storefront[/bold]  {stack.url(table.by_command('storefront').name)}")
+    out.print(f"[bold]Orders API[/bold]  {stack.url(table.by_command('order').name)}/api/orders")
     out.print(f"[bold]Kafka[/bold]       {stack.bootstrap}  topic {stack.topic}")
     out.print(f"[bold]DEMO_MODE[/bold]   {mode}")
     out.print(f"[bold]Logs[/bold]        {stack.dir / 'logs'}")
@@ -62,10 +85,9 @@ def fresh_start(c: Context, target: str | None = None, no_smoke: bool = False, v
 
 
 @task(help={"target": TARGET_HELP, "json": "print JSON only"})
-@friendly
 def status(c: Context, target: str | None = None, json: bool = False) -> None:
     """Each process (local) or workload (cluster) of the stack: state, readiness, DEMO_MODE, operator."""
-    resolved = targets.resolve(target, say)
+    resolved = target_of(c, target)
     if resolved.kind != "local":
         _cluster_status(resolved, json)
         return
@@ -73,7 +95,7 @@ def status(c: Context, target: str | None = None, json: bool = False) -> None:
     procs = stack.processes()
     health = stack.health() if procs else {}
     rows = []
-    for service in SERVICES:
+    for service in names():
         info = procs.get(service, {})
         rows.append({"service": service, "state": info.get("statename", "STOPPED"), "pid": info.get("pid") or None,
                      "port": stack.ports.get(service), "health": health.get(service, "down")})
@@ -116,11 +138,10 @@ def _cluster_status(target: targets.Target, as_json: bool) -> None:
 @task(help={"target": TARGET_HELP, "purge": "local: also delete the data (database, logs)",
             "yes": "cluster: do not ask for confirmation", "delete_cluster": "minikube: also delete the profile",
             "verbose": "show Ansible's own output (cluster targets)"})
-@friendly
 def teardown(c: Context, target: str | None = None, purge: bool = False, yes: bool = False,
              delete_cluster: bool = False, verbose: bool = False) -> None:
     """Stop everything: local processes and ports, or the cluster's namespace and splitting resources."""
-    resolved = targets.resolve(target, say)
+    resolved = target_of(c, target)
     if resolved.kind != "local":
         cluster.confirm_teardown(resolved, yes, delete_cluster)
         run = cluster.run_playbook(resolved, "teardown", say, {"delete_cluster": delete_cluster}, verbose)
@@ -133,16 +154,47 @@ def teardown(c: Context, target: str | None = None, purge: bool = False, yes: bo
 
 @task(help={"target": "a cluster inventory under inventories/ (default: minikube)",
             "verbose": "show Ansible's own output"})
-@friendly
-def deploy(c: Context, target: str = "minikube", verbose: bool = False) -> None:
+def deploy(c: Context, target: str | None = None, verbose: bool = False) -> None:
     """Roll out the app only (image, services, seed, check), for a code change on a running demo cluster."""
-    resolved = targets.load(target)
+    resolved = cluster_target_of(c, target)
     if resolved.kind == "local":
         raise UserError("deploy is for cluster targets; on `local`, ./run teardown and ./run fresh-start restart "
                         "the processes with your code", USAGE)
     cluster.preflight(resolved)
-    run = cluster.run_playbook(resolved, "deploy", say, {}, verbose)
+    # The fresh-start playbook's app steps only (the minikube image first): every role's defaults, one playbook.
+    playbook = "fresh-start" if resolved.kind == "minikube" else "deploy-cluster"
+    run = cluster.run_playbook(resolved, playbook, say, {}, verbose, tags=("images", "app", "seed", "verify"),
+                               log_name="deploy")
     say("(nothing changed)" if run.changed == 0 else f"deployed image tag {images.content_tag()}")
 
 
-TASKS = {"fresh-start": fresh_start, "status": status, "teardown": teardown, "deploy": deploy}
+@task(optional_positional="state",
+      help={"state": "on or off; without it, the state that runs is shown", "target": TARGET_HELP,
+            "verbose": "show Ansible's own output (cluster targets)"})
+def demo_mode(c: Context, state: str = "", target: str | None = None, verbose: bool = False) -> None:
+    """DEMO_MODE as it runs, or switch it (on: 200 ms per order step; off: 2 s + 3 s + 5 s) on exactly the
+    workloads that read it: ./run demo-mode [on|off]."""
+    if state not in ("", "on", "off"):
+        raise UserError(f"demo-mode takes on or off (got {state!r}); e.g. ./run demo-mode on", USAGE)
+    resolved = target_of(c, target)
+    values = demomode.live(resolved)
+    now = demomode.state(values)
+    if now == "not running":
+        raise UserError(f"nothing runs on target {resolved.name!r}: ./run fresh-start --target {resolved.name}",
+                        NOT_READY)
+    if not state:
+        detail = demomode.per_order(now == "on") if now in ("on", "off") else ", ".join(
+            f"{name} {'on' if v else 'off' if v is False else 'unset'}" for name, v in values.items())
+        out.print(f"DEMO_MODE {now} on {resolved.name}: {detail}", markup=False)
+        return
+    want = state == "on"
+    if now == state:
+        say(f"DEMO_MODE already {state} on {resolved.name}; nothing restarted")
+        return
+    restarted = demomode.switch(resolved, want, say, verbose)
+    say(f"DEMO_MODE {now} → {state} on {resolved.name}: restarted {', '.join(restarted) or 'nothing'}; orders now "
+        f"ship in {demomode.per_order(want)}")
+
+
+TASKS = {"fresh-start": fresh_start, "status": status, "teardown": teardown, "deploy": deploy,
+         "demo-mode": demo_mode}
