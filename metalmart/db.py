@@ -15,6 +15,18 @@ from typing import Any, Protocol
 Row = dict[str, Any]
 
 
+class Unavailable(Exception):
+    """The database did not answer (down, restarting, no connection free in time): worth a retry."""
+
+
+class UniqueViolation(Exception):
+    """A row would duplicate a unique value; `what` names the constraint or column."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
 class Tx(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
@@ -28,7 +40,32 @@ class Database(Protocol):
     async def close(self) -> None: ...
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
     async def ping(self) -> None: ...
-    def exclusive(self, key: int) -> contextlib.AbstractAsyncContextManager[None]: ...
+    def exclusive(self, key: int) -> contextlib.AbstractAsyncContextManager[Lock]: ...
+
+
+class Lock(Protocol):
+    async def held(self) -> bool: ...
+
+
+class _Held:
+    """A lock nobody else can take (one process owns an SQLite file)."""
+
+    async def held(self) -> bool:
+        return True
+
+
+class _PgLock:
+    """A session advisory lock: held as long as the connection that took it lives."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def held(self) -> bool:
+        try:
+            await self._conn.execute("SELECT 1")
+        except Exception:  # the connection is gone, and the lock with it
+            return False
+        return True
 
 
 # Column types that differ between the two dialects.
@@ -48,7 +85,12 @@ class _PgTx:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql.replace("?", "%s"), params)
+        from psycopg import errors
+
+        try:
+            cur = await self._conn.execute(sql.replace("?", "%s"), params)
+        except errors.UniqueViolation as exc:
+            raise UniqueViolation(exc.diag.constraint_name or str(exc)) from exc
         return cur.rowcount
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -81,8 +123,14 @@ class PostgresDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PgTx(conn)
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield _PgTx(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise Unavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
     async def ping(self) -> None:
         async with self.transaction() as tx:
@@ -90,16 +138,18 @@ class PostgresDatabase:
 
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, key: int) -> AsyncIterator[None]:
-        """Held while the body runs, across replicas: a session advisory lock on a connection of its own."""
+    async def exclusive(self, key: int) -> AsyncIterator[Lock]:
+        """Held while the body runs, across replicas: a session advisory lock on a connection of its own (the body
+        asks `held()` to learn whether that connection, and so the lock, is still there)."""
         import psycopg
 
         conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
         try:
             await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            yield
+            yield _PgLock(conn)
         finally:
-            await conn.close()
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
 
 class _SqliteTx:
@@ -107,7 +157,14 @@ class _SqliteTx:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, params)
+        import sqlite3
+
+        try:
+            cur = await self._conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE constraint failed" in str(exc):
+                raise UniqueViolation(str(exc).rsplit(":", 1)[-1].strip()) from exc
+            raise
         return cur.rowcount
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -165,9 +222,9 @@ class SqliteDatabase:
 
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, key: int) -> AsyncIterator[None]:
+    async def exclusive(self, key: int) -> AsyncIterator[Lock]:
         """One process owns an SQLite file (the `local` target), so there is no one to exclude."""
-        yield
+        yield _Held()
 
 
 def connect(url: str, pool_size: int = 16) -> Database:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -27,6 +28,7 @@ import aiohttp
 from hdrh.histogram import HdrHistogram
 
 from metalmart.errors import UNREACHABLE, USAGE, UserError
+from metalmart.services import probe
 
 NON_MATCHING_DOMAIN = "example.com"
 
@@ -37,6 +39,31 @@ FALLBACK_PRODUCTS = [
     {"id": "MM-COPPER-04", "name": "Copper Sheet 1 mm", "price": 58.0},
     {"id": "MM-STEEL-05", "name": "Mild Steel Bar 20 mm", "price": 17.25},
 ]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of the generator, declared once for `./run load`, `python -m metalmart loadgen` and the Job."""
+
+    name: str  # the LoadConfig field; on a command line --name-with-dashes
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS = (
+    Option("rate", "orders per second (fractions allowed), e.g. 20"),
+    Option("duration", "seconds to run, e.g. 120"),
+    Option("base_url", "order service URL; default: the target's"),
+    Option("catalogue_url", "catalogue URL, for real products and prices; default: the target's"),
+    Option("email_domain", "domain of the e-mails that match the demo filter (metalbear.com)"),
+    Option("match_ratio", "share of orders whose e-mail matches the filter, 0..1 (1.0); the rest use example.com"),
+    Option("email_user", "e-mails NAME+<run>-<n>@<domain>, so one person's mirrord filter catches exactly theirs"),
+    Option("max_inflight", "orders in flight at most; a due order beyond it is dropped and counted (1024)"),
+    Option("run_id", "the run's id, in every e-mail (default: a new random one)"),
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +79,17 @@ class LoadConfig:
     timeout_s: float = 10.0
     grace_s: float = 5.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def args(self, **replace: Any) -> list[str]:
+        """The options of this run as command-line arguments (`replace` swaps some values, e.g. the URLs a Job
+        inside the cluster uses); unset ones are left out."""
+        values = {**{o.name: getattr(self, o.name) for o in OPTIONS}, **replace}
+        out: list[str] = []
+        for option in OPTIONS:
+            value = values[option.name]
+            if value is not None:
+                out += [option.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return out
 
     def check(self) -> None:
         """Every problem as a UserError naming the option and a valid value."""
@@ -99,11 +137,16 @@ class Stats:
         return self.sent - self.succeeded - self.failed
 
     def current_rate(self, now: float, window: float = 2.0) -> float:
+        """Sends per second over the last `window` seconds; before there is a window, since the first send."""
         self.recent.append((now, self.sent))
         while len(self.recent) > 2 and self.recent[0][0] < now - window:
             self.recent.pop(0)
         (t0, n0), (t1, n1) = self.recent[0], self.recent[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+        if t1 > t0 and n1 > n0:
+            return (n1 - n0) / (t1 - t0)
+        if self.first_send is not None and now > self.first_send:
+            return self.sent / (now - self.first_send)
+        return 0.0
 
     def achieved_rate(self) -> float:
         """Sends per second between the first and the last send (exactly the target when every order left on
@@ -190,7 +233,7 @@ def classify(exc: BaseException) -> str:
 
 async def check_target(base_url: str, within_s: float = 5.0) -> None:
     """Fail fast, and in one line, when the order service does not answer."""
-    url = f"{base_url.rstrip('/')}/health"
+    url = f"{base_url.rstrip('/')}{probe('health')}"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within_s)) as http, \
                 http.get(url) as resp:
@@ -217,8 +260,10 @@ async def fetch_products(catalogue_url: str | None) -> tuple[list[dict[str, Any]
 
 
 class LoadRun:
-    def __init__(self, config: LoadConfig, products: list[dict[str, Any]]) -> None:
+    def __init__(self, config: LoadConfig, products: list[dict[str, Any]], record: bool = False) -> None:
         self.config = config
+        # With `record`, the id of every order answered 201 (the fault bench checks each one ships).
+        self.accepted: list[str] | None = [] if record else None
         self.stats = Stats()
         self.factory = OrderFactory(config, products)
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -231,10 +276,12 @@ class LoadRun:
         body = self.factory.body(i)
         try:
             async with http.post(self._url, data=body, headers={"Content-Type": "application/json"}) as resp:
-                await resp.read()
+                answer = await resp.read()
                 s.status_codes[str(resp.status)] += 1
                 if resp.status == 201:
                     s.succeeded += 1
+                    if self.accepted is not None:
+                        self.accepted.append(json.loads(answer)["id"])
                 else:
                     s.failed += 1
                     s.errors[f"http_{resp.status}"] += 1
@@ -347,26 +394,28 @@ async def _main(config: LoadConfig) -> int:
     return 0
 
 
+def parser() -> Any:
+    """`python -m metalmart loadgen`'s options: LoadConfig's, with its types and defaults."""
+    import argparse
+
+    defaults = {f.name: f for f in dataclasses.fields(LoadConfig)}
+    kinds = {"float": float, "int": int}
+    result = argparse.ArgumentParser(prog="metalmart loadgen")
+    for option in OPTIONS:
+        spec = defaults[option.name]
+        kind = kinds.get(str(spec.type).split(" ")[0], str)
+        required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        default = None if spec.default is dataclasses.MISSING else spec.default
+        result.add_argument(option.flag, type=kind, required=required, default=default, help=option.help)
+    return result
+
+
 def cli(argv: list[str]) -> int:
     """`python -m metalmart loadgen ...`: the generator as a program, JSON lines on stdout (for a Job's log)."""
-    import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="metalmart loadgen")
-    parser.add_argument("--rate", type=float, required=True)
-    parser.add_argument("--duration", type=float, required=True)
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--catalogue-url")
-    parser.add_argument("--email-domain", default="metalbear.com")
-    parser.add_argument("--match-ratio", type=float, default=1.0)
-    parser.add_argument("--email-user")
-    parser.add_argument("--max-inflight", type=int, default=1024)
-    parser.add_argument("--run-id")
-    args = parser.parse_args(argv)
-    config = LoadConfig(rate=args.rate, duration=args.duration, base_url=args.base_url,
-                        catalogue_url=args.catalogue_url, email_domain=args.email_domain,
-                        match_ratio=args.match_ratio, email_user=args.email_user, max_inflight=args.max_inflight,
-                        **({"run_id": args.run_id} if args.run_id else {}))
+    values = {k: v for k, v in vars(parser().parse_args(argv)).items() if v is not None}
+    config = LoadConfig(**values)
     try:
         config.check()
         return asyncio.run(_main(config))

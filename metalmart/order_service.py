@@ -13,7 +13,7 @@ from metalmart import db as dbmod
 from metalmart.orders import SCHEMA, NotFound, OrderStore, StatusConflict, ValidationError, validate_new_order
 from metalmart.outbox import OutboxRelay
 from metalmart.settings import OrderSettings
-from metalmart.web import add_probes, error, read_json
+from metalmart.web import MAX_BODY, add_probes, database_unavailable, error, read_json
 
 log = logging.getLogger("metalmart.order")
 
@@ -89,14 +89,15 @@ async def track(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     body = await request.app[STORE].stats()
     body["published"] = request.app[RELAY].published
+    body["outbox_delivery_failures"] = request.app[RELAY].failed_attempts
     return web.json_response(body)
 
 
 class BrokerCheck:
     """Readiness of the broker, asked at most once a second so probes cannot flood it."""
 
-    def __init__(self, brokers: str) -> None:
-        self.admin = AdminClient({"bootstrap.servers": brokers, "socket.timeout.ms": 1500})
+    def __init__(self, kafka: dict[str, str]) -> None:
+        self.admin = AdminClient({**kafka, "socket.timeout.ms": 1500})
         self._ok_until = 0.0
 
     async def __call__(self) -> None:
@@ -109,17 +110,30 @@ class BrokerCheck:
 
 def build_app(settings: OrderSettings | None = None) -> web.Application:
     settings = settings or OrderSettings()
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[database_unavailable])
     database = dbmod.connect(settings.database_url, settings.db_pool_size)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await database.open()
         await dbmod.migrate(database, SCHEMA)
-        app[STORE] = OrderStore(database, settings.kafka.topic)
-        app[RELAY] = OutboxRelay(database, settings.kafka.brokers)
+        store = OrderStore(database, settings.kafka.topic, settings.overdue_after_s)
+
+        async def reconcile() -> int:
+            cutoff = store.overdue_cutoff()
+            ids = await store.republish_overdue(cutoff, settings.republish_max, reason=(
+                f"not moved for {settings.overdue_after_s:g} s after its event was published"))
+            if ids:
+                log.warning("%d order(s) not shipped and not moved for %g s after their event was published (an "
+                            "acknowledged event the broker lost?): publishing again, at most %d times each: %s",
+                            len(ids), settings.overdue_after_s, settings.republish_max, ", ".join(ids[:10]))
+            return len(ids)
+
+        app[STORE] = store
+        app[RELAY] = OutboxRelay(database, settings.kafka.client_config(), reconcile=reconcile)
         app[RELAY].start()
-        log.info("order service on port %s, database %s, topic %s on %s", settings.port, database.dialect,
-                 settings.kafka.topic, settings.kafka.brokers)
+        log.info("order service on port %s, database %s, topic %s on %s; an order not moved %g s after its event was "
+                 "published gets it published again (at most %d times)", settings.port, database.dialect,
+                 settings.kafka.topic, settings.kafka.brokers, settings.overdue_after_s, settings.republish_max)
         yield
         await app[RELAY].stop()
         await database.close()
@@ -132,5 +146,5 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     app.router.add_get("/api/orders/{id}", get_order)
     app.router.add_get("/api/orders/{id}/status", get_status)
     app.router.add_put("/api/orders/{id}/status", put_status)
-    add_probes(app, {"database": database.ping, "broker": BrokerCheck(settings.kafka.brokers)})
+    add_probes(app, {"database": database.ping, "broker": BrokerCheck(settings.kafka.client_config())})
     return app

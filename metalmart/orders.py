@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from metalmart.db import Database, Row, Tx
+from metalmart.db import Database, Row, Tx, UniqueViolation
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS orders (
@@ -50,7 +51,19 @@ SCHEMA = [
         published_at TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_key ON outbox (msg_key)",
+    "CREATE INDEX IF NOT EXISTS orders_status ON orders (status, updated_at)",
+    # Each time the reconciler published an order's event again (see OrderStore.republish_overdue).
+    """CREATE TABLE IF NOT EXISTS republished (
+        id {AUTOID},
+        order_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS republished_order ON republished (order_id)",
 ]
+
+log = logging.getLogger("metalmart.orders")
 
 # The pipeline is one-way; a status may only move forward along it (cancelled is reachable before shipping).
 PIPELINE = ("pending", "processing", "confirmed", "shipped", "delivered")
@@ -60,7 +73,10 @@ _PREDECESSORS: dict[str, tuple[str, ...]] = {
 } | {"cancelled": ("pending", "processing", "confirmed")}
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CENT = Decimal("0.01")
+MAX_QUANTITY = 10_000
+MAX_PRICE = Decimal("1000000.00")  # per item, in the shop's currency
 
 
 class ValidationError(ValueError):
@@ -96,6 +112,8 @@ def _text(body: dict[str, Any], field: str, path: str | None = None, required: b
         raise ValidationError(name, "must be a string")
     if len(value) > 500:
         raise ValidationError(name, "is longer than 500 characters")
+    if _CONTROL.search(value):
+        raise ValidationError(name, "must not contain control characters")
     return value.strip()
 
 
@@ -110,6 +128,8 @@ def _money(value: Any, field: str) -> Decimal:
         raise ValidationError(field, "must be a finite number")
     if amount < 0:
         raise ValidationError(field, "must not be negative")
+    if amount > MAX_PRICE:
+        raise ValidationError(field, f"must be at most {MAX_PRICE}")
     return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
@@ -154,6 +174,8 @@ def validate_new_order(body: Any) -> NewOrder:
             raise ValidationError(f"{where}.quantity", "must be a whole number")
         if quantity < 1:
             raise ValidationError(f"{where}.quantity", "must be at least 1")
+        if quantity > MAX_QUANTITY:
+            raise ValidationError(f"{where}.quantity", f"must be at most {MAX_QUANTITY}")
         price = _money(item.get("price"), f"{where}.price")
         items.append(
             {
@@ -164,9 +186,7 @@ def validate_new_order(body: Any) -> NewOrder:
             }
         )
         total += price * quantity
-    reservation = body.get("reservation_id") or ""
-    if not isinstance(reservation, str):
-        raise ValidationError("reservation_id", "must be a string")
+    reservation = _text(body, "reservation_id", required=False)
     return NewOrder(email, name, address, items, reservation, total.quantize(_CENT))
 
 
@@ -218,18 +238,45 @@ def processed_by_label(source: str | None) -> str | None:
     return "mirrord" if "mirrord" in source.lower() else "cluster"
 
 
+NUMBER_ATTEMPTS = 5
+
+
+def new_order_number(stamp: str) -> str:
+    """ORD-<date>-<32 random bits>: short enough to read out on a call; a collision is retried (OrderStore.create)."""
+    return f"ORD-{stamp[:10].replace('-', '')}-{secrets.token_hex(4).upper()}"
+
+
 class OrderStore:
-    def __init__(self, db: Database, topic: str) -> None:
+    def __init__(self, db: Database, topic: str, overdue_after_s: float = 40.0) -> None:
         self.db = db
         self.topic = topic
+        self.overdue_after_s = overdue_after_s
+
+    def overdue_cutoff(self) -> str:
+        """Events published before this instant have had their time: an order of theirs still pending is overdue."""
+        return (datetime.now(UTC) - timedelta(seconds=self.overdue_after_s)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
 
     async def create(self, new: NewOrder) -> dict[str, Any]:
-        """Store the order and its event in one transaction (the outbox): no order exists without its event."""
+        """Store the order and its event in one transaction (the outbox): no order exists without its event. Order
+        numbers are short and random, so two can collide: the order is then stored again under a new number."""
+        for attempt in range(1, NUMBER_ATTEMPTS + 1):
+            try:
+                return await self._insert(new)
+            except UniqueViolation as exc:
+                if not any(col in exc.what for col in ("order_number", "tracking_token")) or \
+                        attempt == NUMBER_ATTEMPTS:
+                    raise
+                log.warning("order number or tracking token taken (%s); drawing new ones (attempt %d)", exc.what,
+                            attempt + 1)
+        raise AssertionError("unreachable")
+
+    async def _insert(self, new: NewOrder) -> dict[str, Any]:
         stamp = now_iso()
         order_id = str(uuid.uuid4())
         row = {
             "id": order_id,
-            "order_number": f"ORD-{stamp[:10].replace('-', '')}-{secrets.token_hex(4).upper()}",
+            "order_number": new_order_number(stamp),
             "customer_email": new.customer_email,
             "customer_name": new.customer_name,
             "shipping_address": new.shipping_address,
@@ -244,7 +291,6 @@ class OrderStore:
             "updated_at": stamp,
         }
         order = order_view(row)
-        key, value, headers = event_for(order)
         async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO orders (id, order_number, customer_email, customer_name, shipping_address, items,"
@@ -260,11 +306,54 @@ class OrderStore:
                 "INSERT INTO order_status_history (order_id, status, at) VALUES (?, ?, ?)",
                 (order_id, "pending", stamp),
             )
-            await tx.execute(
-                "INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
-                (self.topic, key, json.dumps(value), json.dumps(headers), stamp),
-            )
+            await self._enqueue(tx, order, stamp)
         return order
+
+    async def _enqueue(self, tx: Tx, order: dict[str, Any], stamp: str) -> None:
+        """The order's `order.created` event into the outbox, for the relay to publish."""
+        key, value, headers = event_for(order)
+        await tx.execute(
+            "INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
+            (self.topic, key, json.dumps(value), json.dumps(headers), stamp),
+        )
+
+    async def overdue(self, tx: Tx, published_before: str, limit: int | None = None,
+                      max_republish: int | None = None) -> list[Row]:
+        """Orders not yet shipped that have not moved since `published_before`, and whose every event was published
+        before then (so the processor has had its time), with how often they were republished already. Not only
+        pending ones: an order a processor had taken to `processing` when its message vanished (a broker that lost
+        its storage before the offset was committed) is just as stuck."""
+        rows = await tx.fetchall(
+            "SELECT o.id AS id, COUNT(r.id) AS republished FROM orders o"
+            " LEFT JOIN republished r ON r.order_id = o.id"
+            " WHERE o.status IN ('pending', 'processing', 'confirmed') AND o.updated_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM outbox u WHERE u.msg_key = o.id AND"
+            " (u.published_at IS NULL OR u.published_at >= ?))"
+            " AND EXISTS (SELECT 1 FROM outbox p WHERE p.msg_key = o.id)"
+            " GROUP BY o.id ORDER BY o.id",
+            (published_before, published_before),
+        )
+        if max_republish is not None:
+            rows = [r for r in rows if int(r["republished"]) < max_republish]
+        return rows[:limit] if limit is not None else rows
+
+    async def republish_overdue(self, published_before: str, max_republish: int, reason: str,
+                                limit: int = 500) -> list[str]:
+        """Publish again the event of each overdue order (at most `max_republish` times per order): an event the
+        broker acknowledged and then lost (a broker that lost its storage) would leave the order stuck for good.
+        The processor takes an order on from where it stands and the order service refuses a step backwards or
+        twice, so this can never ship an order twice."""
+        stamp = now_iso()
+        async with self.db.transaction() as tx:
+            rows = await self.overdue(tx, published_before, limit, max_republish)
+            for row in rows:
+                order = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (row["id"],))
+                if order is None:
+                    continue
+                await self._enqueue(tx, order_view(order), stamp)
+                await tx.execute("INSERT INTO republished (order_id, reason, at) VALUES (?, ?, ?)",
+                                 (row["id"], reason, stamp))
+        return [r["id"] for r in rows]
 
     async def get(self, order_id: str) -> dict[str, Any]:
         async with self.db.transaction() as tx:
@@ -338,14 +427,26 @@ class OrderStore:
             by_source = await tx.fetchall(
                 "SELECT processed_by, COUNT(*) AS n FROM orders WHERE processed_by IS NOT NULL GROUP BY processed_by"
             )
+            shipped = await tx.fetchall(
+                "SELECT COALESCE(source_topic, '') AS topic, processed_by, COUNT(*) AS n FROM orders"
+                " WHERE status IN ('shipped', 'delivered') GROUP BY COALESCE(source_topic, ''), processed_by")
             pending = await tx.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
+            republished = await tx.fetchone("SELECT COUNT(*) AS n FROM republished")
+            overdue = await self.overdue(tx, self.overdue_cutoff())
         processed = {"cluster": 0, "mirrord": 0}
         processed.update({r["processed_by"]: int(r["n"]) for r in by_source})
         return {
             "by_status": {r["status"]: int(r["n"]) for r in by_status},
             "processed_by": processed,
+            # Orders shipped, by the topic they were processed from (a mirrord session's own, the fallback, or
+            # the original) and who processed them.
+            "shipped_by_topic": [{"topic": r["topic"], "processed_by": r["processed_by"] or "cluster",
+                                  "shipped": int(r["n"])} for r in shipped],
             "total": sum(int(r["n"]) for r in by_status),
             "outbox_unpublished": int(pending["n"]) if pending else 0,
+            "republished": int(republished["n"]) if republished else 0,
+            "overdue": len(overdue),
+            "overdue_after_s": self.overdue_after_s,
         }
 
 

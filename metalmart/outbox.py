@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -26,9 +27,9 @@ log = logging.getLogger("metalmart.outbox")
 RELAY_LOCK_KEY = 8084
 
 
-def producer_config(brokers: str) -> dict[str, Any]:
+def producer_config(kafka: dict[str, str]) -> dict[str, Any]:
     return {
-        "bootstrap.servers": brokers,
+        **kafka,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
@@ -39,13 +40,22 @@ def producer_config(brokers: str) -> dict[str, Any]:
     }
 
 
+Reconcile = Callable[[], Awaitable[int]]
+
+
 class OutboxRelay:
-    def __init__(self, db: Database, brokers: str, batch_size: int = 500, idle_poll_s: float = 1.0) -> None:
+    def __init__(self, db: Database, kafka: dict[str, str], batch_size: int = 500, idle_poll_s: float = 1.0,
+                 reconcile: Reconcile | None = None, reconcile_every_s: float = 5.0) -> None:
         self.db = db
+        # Publishes again the events of orders still pending long after theirs went out (OrderStore.
+        # republish_overdue); run by the relay, so on PostgreSQL only the replica holding the lock does it.
+        self.reconcile = reconcile
+        self.reconcile_every_s = reconcile_every_s
+        self.republished = 0
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
-        self.brokers = brokers
-        self.producer = Producer(producer_config(brokers))
+        self.kafka = kafka  # the client configuration: brokers, and the login when there is one
+        self.producer = Producer(producer_config(kafka))
         self._generation = 0
         self.published = 0
         self.failed_attempts = 0
@@ -91,7 +101,7 @@ class OutboxRelay:
             self.failed_attempts += len(nacked)
             log.warning("%d event(s) not delivered in time; new producer session, sending them again", len(nacked))
             self.producer.purge()
-            self.producer = Producer(producer_config(self.brokers))
+            self.producer = Producer(producer_config(self.kafka))
             self._generation += 1
             self._inflight.clear()
         if not acked:
@@ -106,29 +116,49 @@ class OutboxRelay:
         self.published += len(acked)
 
     async def _run(self) -> None:
+        """Relay while holding the relay lock; a lock lost with its connection (the database restarted) is taken
+        again before relaying on, so two replicas never relay at once."""
+        while not self._stopping:
+            try:
+                async with self.db.exclusive(RELAY_LOCK_KEY) as lock:
+                    await self._relay(lock)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is unreachable: keep trying, as a service must
+                log.warning("outbox relay cannot take its lock (%s); trying again in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _relay(self, lock: Any) -> None:
         loop = asyncio.get_running_loop()
-        async with self.db.exclusive(RELAY_LOCK_KEY):
-            while not self._stopping:
-                try:
-                    await self._mark()
-                    async with self.db.transaction() as tx:
-                        rows = await unpublished(tx, self.batch_size, self._inflight)
-                    for row in rows:
-                        headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
-                        self._produce(row, headers)
-                    # Serve delivery callbacks off the event loop; short so new orders are picked up quickly.
-                    await loop.run_in_executor(None, self.producer.poll, 0.05 if self._inflight else 0)
-                    if rows:
-                        continue
-                    if not self._inflight:
-                        self._wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("outbox relay iteration failed; retrying")
-                    await asyncio.sleep(1.0)
+        next_check = loop.time() + self.reconcile_every_s
+        while not self._stopping:
+            try:
+                if loop.time() >= next_check:
+                    next_check = loop.time() + self.reconcile_every_s
+                    if not await lock.held():
+                        log.warning("outbox relay lost its lock (database restarted?); taking it again")
+                        return
+                    if self.reconcile is not None:
+                        self.republished += await self.reconcile()
+                await self._mark()
+                async with self.db.transaction() as tx:
+                    rows = await unpublished(tx, self.batch_size, self._inflight)
+                for row in rows:
+                    headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
+                    self._produce(row, headers)
+                # Serve delivery callbacks off the event loop; short so new orders are picked up quickly.
+                await loop.run_in_executor(None, self.producer.poll, 0.05 if self._inflight else 0)
+                if rows:
+                    continue
+                if not self._inflight:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay iteration failed; retrying")
+                await asyncio.sleep(1.0)
 
     def _produce(self, row: dict[str, Any], headers: list[tuple[str, bytes]]) -> None:
         while True:

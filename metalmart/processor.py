@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from metalmart.orders import PIPELINE
+from metalmart.services import probe
 from metalmart.settings import ProcessorSettings, bind_host
 from metalmart.web import install_stop_signals
 
@@ -136,10 +137,12 @@ class OrderProcessor:
         self._http: aiohttp.ClientSession | None = None
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka.brokers,
+                **settings.kafka.client_config(),
                 "group.id": settings.group_id,
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",  # a new group reads from the start (mirrord: see FACTS)
+                # A new group reads from the start: a mirrord session's temporary topic is new, and a consumer that
+                # starts at `latest` can miss the first message routed to it.
+                "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
                 "client.id": "metalmart-order-processor",
             }
@@ -341,8 +344,8 @@ def health_app(proc: OrderProcessor) -> web.Application:
         return web.json_response({"status": "ready" if proc.joined else "joining"}, status=200 if proc.joined else 503)
 
     app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    app.router.add_get(probe("health"), health)
+    app.router.add_get(probe("ready"), ready)
     return app
 
 

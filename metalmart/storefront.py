@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import web
 
 from metalmart.orders import PIPELINE
+from metalmart.services import probe
 from metalmart.settings import StorefrontSettings
 
 log = logging.getLogger("metalmart.storefront")
@@ -109,7 +110,7 @@ async def ready(request: web.Request) -> web.Response:
     failed = {}
     for name, url in (("order", app[SETTINGS].order_service_url), ("catalogue", app[SETTINGS].catalogue_url)):
         try:
-            async with app[HTTP].get(f"{url}/health") as resp:
+            async with app[HTTP].get(f"{url}{probe('health')}") as resp:
                 if resp.status != 200:
                     failed[name] = f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -135,6 +136,6 @@ def build_app(settings: StorefrontSettings | None = None) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_post("/order", place_order)
     app.router.add_get("/track/{token}", track)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    app.router.add_get(probe("health"), health)
+    app.router.add_get(probe("ready"), ready)
     return app

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from metalmart.services import probe
+
 log = logging.getLogger("metalmart.web")
 
 
@@ -21,13 +23,37 @@ def error(status: int, message: str, field: str | None = None) -> web.Response:
     return web.json_response(body, status=status)
 
 
+MAX_BODY = 1024 * 1024  # bytes a JSON API accepts in one request
+
+
 async def read_json(request: web.Request) -> Any:
+    """The request's JSON body; anything else (too large, not JSON, nested beyond what a parser can follow, an
+    integer of thousands of digits) is a 400 or 413 naming the body, never a 500."""
     try:
-        return await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body is not valid JSON", "field": "body"}), content_type="application/json"
-        ) from None
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BODY, actual_size=request.content_length or 0, content_type="application/json",
+            text=json.dumps({"error": f"body is larger than {MAX_BODY} bytes", "field": "body"})) from None
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        message = "body is nested too deeply"
+    except ValueError:  # not JSON, not UTF-8, or an integer beyond Python's digit limit
+        message = "body is not valid JSON"
+    raise web.HTTPBadRequest(text=json.dumps({"error": message, "field": "body"}), content_type="application/json")
+
+
+@web.middleware
+async def database_unavailable(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A database that does not answer is a 503 the client may retry, never a 500."""
+    from metalmart.db import Unavailable
+
+    try:
+        return await handler(request)
+    except Unavailable as exc:
+        log.warning("database unavailable: %s", exc)
+        return error(503, "the database is unavailable; retry shortly", "database")
 
 
 def add_probes(app: web.Application, checks: dict[str, Callable[[], Awaitable[None]]]) -> None:
@@ -47,8 +73,8 @@ def add_probes(app: web.Application, checks: dict[str, Callable[[], Awaitable[No
             return web.json_response({"status": "not ready", "failed": failures}, status=503)
         return web.json_response({"status": "ready", "checked": sorted(checks)})
 
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    app.router.add_get(probe("health"), health)
+    app.router.add_get(probe("ready"), ready)
 
 
 def serve(app: web.Application, port: int) -> None:

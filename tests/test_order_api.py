@@ -32,6 +32,11 @@ BAD = [
     ("negative price", {"items": [{"product_id": "p", "quantity": 1, "price": -1}]}, None, 422, "items[0].price"),
     ("missing city", {"shipping_address": {"street": "x", "zip_code": "1", "country": "GB"}}, None, 422,
      "shipping_address.city"),
+    ("quantity of 10**30", {"items": [{"product_id": "p", "quantity": 10**30, "price": 1}]}, None, 422,
+     "items[0].quantity"),
+    ("price beyond a million", {"items": [{"product_id": "p", "quantity": 1, "price": 10**7}]}, None, 422,
+     "items[0].price"),
+    ("a NUL in the name", {"customer_name": "Ada\u0000"}, None, 422, "customer_name"),
 ]
 
 
@@ -92,3 +97,39 @@ def test_health_and_readiness(stack: AppStack) -> None:
     code, ready = request("GET", f"{stack.base}/ready")
     assert code == 200
     assert ready["checked"] == ["broker", "database"]
+
+
+async def test_a_taken_order_number_is_drawn_again_and_the_order_is_stored(
+        broker: Broker, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Order numbers are 32 random bits a day: two orders can draw the same one. The second is stored under a new
+    number (201), not refused with a 500."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from metalmart import orders
+    from metalmart.order_service import build_app
+    from metalmart.settings import KafkaSettings, OrderSettings
+
+    drawn = iter(["ORD-20261126-AAAAAAAA", "ORD-20261126-AAAAAAAA", "ORD-20261126-BBBBBBBB"])
+    monkeypatch.setattr(orders, "new_order_number", lambda _stamp: next(drawn))
+    settings = OrderSettings(port=0, database_url=database_url,
+                             kafka=KafkaSettings(brokers=broker.bootstrap, topic="collisions"))
+    async with TestClient(TestServer(build_app(settings))) as client:
+        answers = []
+        for email in ("first@metalbear.com", "second@metalbear.com"):
+            response = await client.post("/api/orders", json=order_body(email))
+            answers.append((response.status, (await response.json())["order_number"]))
+        stats = await (await client.get("/api/orders/stats")).json()
+    assert answers == [(201, "ORD-20261126-AAAAAAAA"), (201, "ORD-20261126-BBBBBBBB")]
+    assert stats["total"] == 2 and stats["outbox_unpublished"] + stats["published"] == 2
+
+
+@pytest.mark.parametrize(("case", "raw", "status"), [
+    ("nested 100,000 levels deep", b"[" * 100_000 + b"]" * 100_000, 400),
+    ("an integer of 5,000 digits", b'{"items": [{"quantity": ' + b"1" * 5000 + b"}]}", 400),
+    ("a body over 1 MiB", b'{"customer_name": "' + b"x" * (1024 * 1024 + 10) + b'"}', 413),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bodies_a_parser_cannot_follow_are_refused_naming_the_body(
+        stack: AppStack, case: str, raw: bytes, status: int) -> None:
+    code, answer = request("POST", f"{stack.base}/api/orders", raw=raw)
+    assert (code, answer["field"]) == (status, "body"), answer
+    assert _counts(stack.database_url) == (0, 0)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from pathlib import Path
+
+from invoke import Collection, Context
+
+from demokit.cli import task
+from demokit.errors import NOT_READY, USAGE, UserError
+
+FAULTS = ("broker", "processor", "order", "catalogue", "database", "restart")
 
 
 @task(help={"seconds": "length of each cell (10)", "ceiling": "rate of the single-process ceiling cell (1500)"})
@@ -26,11 +33,37 @@ def metrics(c: Context, target: str = "local", rounds: int = 20) -> None:
     """One metrics snapshot against the running stack, as a ratio to the bare AdminClient calls it makes."""
     from benchmarks.metrics_bench import main
     from demokit import targets
+    from demokit.localstack import LocalStack
+    from metalmart import services as table
 
-    t = targets.load(target)
-    ports = t.get("local_ports", {})
-    main(f"127.0.0.1:{ports['broker']}", str(t.get("kafka_topic")), str(t.get("kafka_group_id")),
-         f"http://127.0.0.1:{ports['order']}", int(rounds))
+    stack = LocalStack(targets.load(target, c.config.metalmart.inventories))
+    main(stack.bootstrap, stack.topic, str(stack.target.get("metalmart_kafka_group_id")),
+         stack.url(table.by_command("order").name), int(rounds))
 
 
-ns = Collection("bench", load, pipeline, metrics)
+@task(help={"rate": "orders per second of the steady load (50)", "duration": "seconds of load per fault (60)",
+            "faults": "which, comma-separated: broker,processor,order,catalogue,database,restart (all)",
+            "json": "also write the rows as JSON to this path",
+            "republish_after": "the reconciler's bound in seconds (default: the order service's own, derived)"})
+def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str = ",".join(FAULTS),
+           json: str | None = None, republish_after: int = 0) -> None:
+    """Kill the broker, the processor, the order service and the catalogue, stop the database, restart the stack,
+    each in the middle of a steady load; count lost and twice-shipped orders and the time to recover."""
+    from benchmarks.fault_bench import main
+
+    chosen = tuple(f.strip() for f in faults.split(",") if f.strip())
+    unknown = [f for f in chosen if f not in FAULTS]
+    if unknown or not chosen:
+        raise UserError(f"--faults takes some of {','.join(FAULTS)} (got {faults!r})", USAGE)
+    if rate <= 0 or duration < 3:
+        raise UserError("--rate must be above 0 and --duration at least 3 seconds; e.g. --rate 50 --duration 60",
+                        USAGE)
+    if json and not Path(json).parent.exists():
+        raise UserError(f"--json {json}: folder {Path(json).parent} does not exist", USAGE)
+    rows = main(float(rate), float(duration), chosen, json, int(republish_after) or None)
+    bad = [r["fault"] for r in rows if r["lost"] or r["shipped_twice"]]
+    if bad:
+        raise UserError(f"orders lost or shipped twice under: {', '.join(bad)} (see the table)", NOT_READY)
+
+
+ns = Collection("bench", load, pipeline, metrics, faults)

@@ -1,0 +1,91 @@
+"""The order API against hostile input, fuzzed with Hypothesis on both databases: any body (wrong types, huge and
+non-finite numbers, deep nesting, unicode, missing and extra fields, not JSON at all) is answered without a 5xx, and
+an order is stored exactly when the answer is 201."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import AppStack, Broker, order_body, request
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+FIELDS = ("customer_email", "customer_name", "shipping_address", "items", "reservation_id")
+ITEM_FIELDS = ("product_id", "product_name", "quantity", "price")
+
+
+def _with(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    body = json.loads(json.dumps(body))
+    node: Any = body
+    for key in path[:-1]:
+        node = node[key]
+    if value is _DROP:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+    return body
+
+
+_DROP = object()
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    """A request body: mostly a valid order with one part changed, sometimes anything at all."""
+    base = order_body(draw(st.emails()) if draw(st.booleans()) else "fuzz@metalbear.com")
+    kind = draw(st.sampled_from(["field", "item", "extra", "anything", "nested", "number", "text"]))
+    if kind == "field":
+        body: Any = _with(base, (draw(st.sampled_from(FIELDS)),), draw(JSON | st.just(_DROP)))
+    elif kind == "item":
+        body = _with(base, ("items", 0, draw(st.sampled_from(ITEM_FIELDS))), draw(JSON | st.just(_DROP)))
+    elif kind == "extra":
+        body = {**base, **draw(st.dictionaries(st.text(max_size=12), JSON, min_size=1, max_size=3))}
+    elif kind == "anything":
+        body = draw(JSON)
+    elif kind == "nested":
+        depth = draw(st.integers(min_value=50, max_value=200_000))
+        opener = draw(st.sampled_from(['[', '{"a":']))
+        closer = "]" if opener == "[" else "}"
+        return (opener * depth + "1" + closer * depth).encode()
+    elif kind == "number":
+        number = draw(st.sampled_from(["1e400", "-1e400", "10" + "0" * 40, "1" * 5000, "0.000000001", "NaN"]))
+        field = draw(st.sampled_from(["quantity", "price"]))
+        text = json.dumps(_with(base, ("items", 0, field), 12345)).replace("12345", number)
+        return text.encode()
+    else:
+        return draw(st.binary(max_size=200)) if draw(st.booleans()) else draw(st.text(max_size=200)).encode()
+    return json.dumps(body, allow_nan=True).encode()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def service(request: pytest.FixtureRequest, broker: Broker, log_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppStack]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'metalmart.db'}" if request.param == "sqlite" else \
+        request.getfixturevalue("postgres").new_database()
+    stack = AppStack(broker.bootstrap, url, log_dir).start(processor=False)
+    yield stack
+    stack.stop()
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(body=bodies())
+def test_any_body_is_answered_without_a_5xx_and_stored_only_on_201(service: AppStack, body: bytes) -> None:
+    before = service.stats()["total"]
+    code, answer = request("POST", f"{service.base}/api/orders", raw=body)
+    after = service.stats()["total"]
+    assert code < 500, (code, answer, body[:200])
+    assert after == before + (1 if code == 201 else 0), (code, answer)
+    if code != 201:
+        assert code in (400, 413, 422) and answer.get("field"), answer
