@@ -1,0 +1,196 @@
+"""`./run doctor`: the demo guide's troubleshooting list as live checks, one line each, with the fix.
+
+Blocking checks are what breaks the demo (a service down, no topic, a processor that does not consume, a filter
+that matches none of the orders being sent, and on a cluster: no operator, no splitting resources, a queue id the
+config does not name, no licence, no mirrord CLI); the others say what is going on (DEMO_MODE, whether orders are
+arriving now)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from demokit import cluster, demomode, probes, reach
+from demokit.errors import UserError
+from demokit.metrics import Collector, rates
+from demokit.targets import Target
+
+SAMPLE_S = 2.0  # between the two metrics snapshots that tell whether the processor consumes and orders arrive
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    blocking: bool = True
+
+
+def _http(url: str) -> Any:
+    return probes.http_ok(url, timeout=3.0)
+
+
+def run(target: Target, config: Path) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        checks.append(_workloads(target))
+        with reach.endpoints(target) as found:
+            checks += _app(target, found, config)
+    except UserError as exc:
+        checks.append(Check("the stack answers", False, str(exc), f"./run fresh-start --target {target.name}"))
+    if target.kind != "local":
+        checks += _operator(target, config)
+    checks.append(_mirrord_cli(blocking=target.kind != "local"))
+    return checks
+
+
+def _workloads(target: Target) -> Check:
+    fix = f"./run fresh-start --target {target.name}; ./run status --target {target.name}"
+    if target.kind == "local":
+        from demokit.localstack import LocalStack
+
+        health = LocalStack(target).health()
+        down = {k: v for k, v in health.items() if v != "ready"}
+        detail = "every process ready" if not down else "; ".join(f"{k} {v}" for k, v in down.items())
+        return Check("the stack answers", not down, detail, fix if down else "")
+    data = cluster.status(target)
+    down = [f"{w['name']} {w['ready']}/{w['replicas']}" for w in data["workloads"] if w["ready"] < w["replicas"]]
+    if not data["workloads"]:
+        return Check("the stack answers", False, f"nothing deployed in {data['namespace']}", fix)
+    return Check("the stack answers", not down, "every workload ready" if not down else "not ready: " +
+                 ", ".join(down), fix if down else "")
+
+
+def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        products = _http(f"{found.url('catalogue')}/api/products")
+        seeded = isinstance(products, list) and len(products) > 0
+        checks.append(Check("the catalogue is seeded", seeded, f"{len(products) if seeded else 0} products",
+                            "" if seeded else f"./run fresh-start --target {target.name} (it seeds the catalogue)"))
+    except Exception as exc:
+        checks.append(Check("the catalogue is seeded", False, f"the catalogue does not answer ({exc})",
+                            f"./run status --target {target.name}"))
+    topic, group = str(target.get("metalmart_kafka_topic")), str(target.get("metalmart_kafka_group_id"))
+    collector = Collector(str(found.bootstrap), topic, group, found.url("order"))
+    first = collector.snapshot()
+    time.sleep(SAMPLE_S)  # the sampling interval of the two snapshots, not a readiness wait
+    second = collector.snapshot()
+    delta = rates(first, second)
+    original = next((t for t in second["topics"] if t["role"] == "original"), None)
+    if "broker" in second["errors"]:
+        checks.append(Check("the order topic exists", False,
+                            f"the broker does not answer: {second['errors']['broker']}",
+                            f"./run status --target {target.name}"))
+    else:
+        want = target.get("kafka_topic_partitions")
+        checks.append(Check("the order topic exists", original is not None,
+                            f"{topic}, {len(original['partitions'])} partitions" if original else f"no topic {topic}",
+                            "" if original else f"./run fresh-start --target {target.name} (it creates {topic}, "
+                                                f"{want} partitions)"))
+        mine = next((g for g in second["consumer_groups"] if g["group"] == group), None)
+        before = next((g for g in first["consumer_groups"] if g["group"] == group), None)
+        lag, growing = (mine["lag_total"] if mine else 0), (mine and before and mine["lag_total"] > before["lag_total"])
+        stuck = lag > 0 and (delta["consumed_per_s"] or 0) <= 0
+        ok = not growing and not stuck
+        checks.append(Check("the processor's group is consuming", bool(ok),
+                            f"group {group}, lag {lag}" + (" and growing" if growing else "") +
+                            (", nothing consumed in the last seconds" if stuck else ""),
+                            "" if ok else f"is the processor running? ./run status --target {target.name}; its log"))
+        produced = delta["produced_per_s"] or 0.0
+        checks.append(Check("orders are arriving now", produced > 0,
+                            f"{produced:.1f} orders/s" if produced > 0 else "no orders in the last seconds",
+                            "" if produced > 0 else "./run load --preset medium", blocking=False))
+    values = demomode.live(target)
+    now = demomode.state(values)
+    checks.append(Check("DEMO_MODE", True, f"{now}" + (f": {demomode.per_order(now == 'on')}" if now in ("on", "off")
+                                                       else ""), blocking=False))
+    checks.append(_filter_matches(found, config))
+    return checks
+
+
+def _filter_matches(found: reach.Endpoints, config: Path) -> Check:
+    name = "the mirrord filter matches the orders being sent"
+    try:
+        data = json.loads(config.read_text())
+        split = next(iter(data["feature"]["split_queues"].values()))
+        regex = split["message_filter"]["customer_email"]
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        return Check(name, False, f"cannot read {config}: {exc}", "./run mirrord-config")
+    try:
+        recent = _http(f"{found.url('order')}/api/orders?limit=50")
+    except Exception as exc:
+        return Check(name, False, f"the order service does not answer ({exc})", "./run status")
+    emails = [o["customer_email"] for o in recent]
+    if not emails:
+        return Check(name, True, "no orders yet to compare with", blocking=False)
+    matched = sum(1 for e in emails if re.search(regex, e))
+    return Check(name, matched > 0, f"{matched} of the last {len(emails)} orders match {regex!r} ({config.name})",
+                 "" if matched else "your breakpoint will never hit: ./run load --email-user NAME with "
+                                    "./run mirrord-config --user NAME")
+
+
+def _operator(target: Target, config: Path) -> list[Check]:
+    from kubernetes import client
+
+    from demokit.portforward import api_client
+
+    state = cluster.operator_state(target, api_client(target))
+    ready = re.search(r"(\d+)/\d+ ready", state)
+    running = bool(ready and int(ready.group(1)) > 0)
+    checks = [Check("the mirrord operator runs", running, state,
+                    "" if running else "MIRRORD_LICENSE_KEY=… ./run fresh-start (or ask the cluster's owner)")]
+    try:
+        ids = cluster.queue_ids(target)
+        want = next(iter(json.loads(config.read_text())["feature"]["split_queues"]))
+    except (UserError, OSError, ValueError, KeyError, StopIteration) as exc:
+        checks.append(Check("the splitting resources match the config", False, str(exc), "./run fresh-start"))
+        ids, want = set(), ""
+    else:
+        ok = want in ids
+        checks.append(Check("the splitting resources match the config", ok,
+                            f"queue ids {', '.join(sorted(ids)) or 'none'}; {config.name} names {want!r}",
+                            "" if ok else f"./run fresh-start --target {target.name}"))
+    secret = str(target.get("mirrord_operator_license_secret"))
+    try:
+        client.CoreV1Api(api_client(target)).read_namespaced_secret(secret, str(target.get(
+            "metalmart_operator_namespace")))
+        present = True
+    except client.ApiException:
+        present = False
+    checks.append(Check("the licence is present", present or state.startswith("running"),
+                        f"Secret {secret}" + (" present" if present else " absent") + " (never shown)",
+                        "" if present else "MIRRORD_LICENSE_KEY=… ./run fresh-start, or Ansible Vault"))
+    return checks
+
+
+def _mirrord_cli(blocking: bool) -> Check:
+    found = shutil.which("mirrord")
+    if not found:
+        return Check("the mirrord CLI is installed", False, "no mirrord on PATH",
+                     "install it: https://metalbear.co/mirrord/docs/overview/quick-start/", blocking)
+    done = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30)
+    version = (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
+    return Check("the mirrord CLI is installed", done.returncode == 0, version, "", blocking)
+
+
+def as_json(checks: list[Check]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in checks]
+
+
+def lines(checks: list[Check], mark: Callable[[bool], str]) -> list[str]:
+    out = []
+    for c in checks:
+        text = f"{mark(c.ok)} {c.name}: {c.detail}"
+        if not c.ok and c.fix:
+            text += f" → {c.fix}"
+        out.append(text)
+    return out
