@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import urllib.request
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -60,7 +59,10 @@ class Collector:
             try:
                 with urllib.request.urlopen(f"{self.order_url}/api/orders/stats", timeout=self.timeout) as resp:
                     stats = json.loads(resp.read())
-                orders = {"by_status": stats["by_status"], "processed_by": stats["processed_by"]}
+                orders = {"by_status": stats["by_status"], "processed_by": stats["processed_by"],
+                          "total": stats.get("total", 0),
+                          "shipped_by_topic": stats.get("shipped_by_topic", []),
+                          "republished": stats.get("republished", 0), "overdue": stats.get("overdue", 0)}
             except (OSError, ValueError, KeyError) as exc:
                 errors["order_service"] = f"{self.order_url}: {exc}"
         return {"collected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -139,7 +141,7 @@ def _kafka_reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def rates(prev: dict[str, Any] | None, cur: dict[str, Any], group: str) -> dict[str, float | None]:
+def rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, float | None]:
     """produced/s on the original topic and consumed/s (committed) by every group, between two snapshots."""
     if prev is None:
         return {"produced_per_s": None, "consumed_per_s": None, "lag_delta": None}
@@ -160,9 +162,3 @@ def rates(prev: dict[str, Any] | None, cur: dict[str, Any], group: str) -> dict[
 
 def _ts(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def timed(fn: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t0

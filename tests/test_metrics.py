@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from demokit.kafka import ensure_topic
 from demokit.metrics import Collector, topic_role
 from demokit.probes import free_port
-from tests.helpers import ROOT, Broker
+from tests.helpers import ROOT, RUN, Broker
 
 
 @pytest.mark.parametrize(
@@ -82,7 +81,7 @@ def test_exact_offsets_lag_and_temporary_topics(broker: Broker) -> None:
 
 
 def _metrics(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", "metrics", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([*RUN, "metrics", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
 
 

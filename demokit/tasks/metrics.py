@@ -8,43 +8,35 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from invoke import Context, task
+from invoke import Context
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from demokit import portforward, targets
-from demokit.errors import UNREACHABLE, USAGE, UserError, friendly
+from demokit import reach, targets
+from demokit.cli import task
+from demokit.errors import CONFLICT, UNREACHABLE, USAGE, UserError
+from demokit.localstack import port_holder
 from demokit.metrics import Collector, rates
-from demokit.tasks.common import emit_json, out, say
+from demokit.targets import ROOT
+from demokit.tasks.common import TARGET_HELP, emit_json, out, say, target_of
 
 
 @contextlib.contextmanager
-def _collector(target_name: str | None, bootstrap: str | None, order_url: str | None) -> Iterator[Collector]:
-    """A collector for the target. On a cluster target, what is not given is reached through port-forwards this
-    task opens itself: the broker's second listener (advertised as 127.0.0.1:<kafka_external_port>, so the
-    forwarded port must be that one) and the order service."""
-    target = targets.resolve(target_name, say) if not (bootstrap and order_url) else None
-    topic, group = "order.created", "order-processor"
-    wanted: dict[str, tuple[int, int]] = {}
-    if target is not None:
-        topic = str(target.get("kafka_topic", topic))
-        group = str(target.get("kafka_group_id", group))
-        if target.kind == "local":
-            ports = target.get("local_ports", {})
-            bootstrap = bootstrap or f"127.0.0.1:{ports['broker']}"
-            order_url = order_url or f"http://127.0.0.1:{ports['order']}"
-        else:
-            if not bootstrap:
-                wanted["kafka"] = (9094, int(target.get("kafka_external_port", 19094)))
-            if not order_url:
-                wanted["order"] = (8084, 0)
-    with portforward.tunnels(target, wanted) if wanted and target else contextlib.nullcontext({}) as local:
-        bootstrap = bootstrap or f"127.0.0.1:{local['kafka']}"
-        order_url = order_url or f"http://127.0.0.1:{local['order']}"
+def _collector(target: targets.Target | None, bootstrap: str | None, order_url: str | None) -> Iterator[Collector]:
+    """A collector for the target: what is not given is the target's own (on a cluster, through port-forwards
+    this task opens itself)."""
+    if target is None:
+        assert bootstrap and order_url
+        yield Collector(bootstrap, "order.created", "order-processor", order_url)
+        return
+    topic, group = str(target.get("metalmart_kafka_topic")), str(target.get("metalmart_kafka_group_id"))
+    with reach.endpoints(target, broker=not bootstrap, services=() if order_url else ("order",)) as found:
+        bootstrap = bootstrap or found.bootstrap
+        assert bootstrap is not None
         if ":" not in bootstrap:
             raise UserError(f"--bootstrap must be HOST:PORT (got {bootstrap!r})", USAGE)
-        yield Collector(bootstrap, topic, group, order_url)
+        yield Collector(bootstrap, topic, group, order_url or found.url("order"))
 
 
 def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
@@ -74,11 +66,14 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
     if snap["orders"] is not None:
         o = snap["orders"]
         orders = Table(title="orders")
-        for col in ("pending", "processing", "confirmed", "shipped", "by the cluster", "by a mirrord session"):
+        for col in ("pending", "processing", "confirmed", "shipped", "by the cluster", "by a mirrord session",
+                    "overdue", "republished"):
             orders.add_column(col, justify="right")
         s = o["by_status"]
+        overdue = o.get("overdue", 0)
         orders.add_row(*(str(s.get(k, 0)) for k in ("pending", "processing", "confirmed", "shipped")),
-                       str(o["processed_by"].get("cluster", 0)), str(o["processed_by"].get("mirrord", 0)))
+                       str(o["processed_by"].get("cluster", 0)), str(o["processed_by"].get("mirrord", 0)),
+                       f"[red]{overdue}" if overdue else "0", str(o.get("republished", 0)))
         parts.append(orders)
     if delta and delta.get("produced_per_s") is not None:
         trend = "↑" if delta["lag_delta"] > 0 else "↓" if delta["lag_delta"] < 0 else "→"
@@ -91,22 +86,46 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
 
 @task(
     help={
-        "target": "an inventory under inventories/; default: minikube if installed, else local",
+        "target": TARGET_HELP,
         "bootstrap": "Kafka bootstrap HOST:PORT; default: the target's",
         "order_url": "order service URL for the order figures; default: the target's",
         "watch": "refresh until Ctrl-C",
         "interval": "seconds between refreshes with --watch (2)",
         "json": "print JSON only (one document per interval with --watch)",
+        "web": "serve the split, live, as a page on 127.0.0.1 (for the shared screen) until Ctrl-C",
+        "port": "the page's port with --web (8765)",
     }
 )
-@friendly
 def metrics(c: Context, target: str | None = None, bootstrap: str | None = None, order_url: str | None = None,
-            watch: bool = False, interval: float = 2.0, json: bool = False) -> None:
+            watch: bool = False, interval: float = 2.0, json: bool = False, web: bool = False,
+            port: int = 8765) -> None:
     """Topics, mirrord temporary topics, consumer groups with lag, and who processed the orders."""
     if interval <= 0:
         raise UserError("--interval must be above 0 seconds", USAGE)
-    with _collector(target, bootstrap, order_url) as collector:
-        _show(collector, watch, interval, json)
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535 (got {port}); e.g. --port 8765", USAGE)
+    resolved = target_of(c, target) if not (bootstrap and order_url) else None
+    if web:
+        holder = port_holder(port)
+        if holder is not None:  # said before the broker is reached or a port-forward opened
+            raise UserError(f"port {port} on 127.0.0.1 is taken by {holder}; give the page another: --port N",
+                            CONFLICT)
+    with _collector(resolved, bootstrap, order_url) as collector:
+        if web:
+            _web(collector, resolved, port)
+        else:
+            _show(collector, watch, interval, json)
+
+
+def _web(collector: Collector, target: targets.Target | None, port: int) -> None:
+    from demokit import dashboard, demomode
+
+    board = dashboard.Dashboard(
+        collector, target.name if target else collector.bootstrap,
+        filters=lambda: dashboard.read_filters(ROOT / ".mirrord"),
+        demo_mode=(lambda: demomode.state(demomode.live(target))) if target else (lambda: "unknown"))
+    dashboard.serve(board, port, say)
+    say("stopped the metrics page")
 
 
 def _show(collector: Collector, watch: bool, interval: float, json: bool) -> None:
@@ -123,10 +142,10 @@ def _show(collector: Collector, watch: bool, interval: float, json: bool) -> Non
                 while True:
                     time.sleep(interval)  # the refresh period the user asked for, not a readiness wait
                     prev, snap = snap, collector.snapshot()
-                    view.update(render(snap, rates(prev, snap, collector.group)))
+                    view.update(render(snap, rates(prev, snap)))
         else:
             while True:
-                _emit(snap, rates(prev, snap, collector.group) if prev else None, json)
+                _emit(snap, rates(prev, snap) if prev else None, json)
                 time.sleep(interval)  # the refresh period the user asked for
                 prev, snap = snap, collector.snapshot()
     except KeyboardInterrupt:
