@@ -85,8 +85,9 @@ def test_services_are_applied_before_the_deployments_that_call_them(converged: C
     """The storefront's readiness calls the order and catalogue Services by name (only a kubelet would show the
     failure; the order is checked here)."""
     log = (converged.target.state / "ansible-deploy-cluster.log").read_text()
-    first_run = log  # the log of the last run; the applied order is the same in every run
-    items = re.findall(r"\(item=(Service|Deployment)/(\S+)\)", first_run)
+    # Only the apply tasks' items: the wait that follows each group names the same objects again.
+    applied = "".join(re.findall(r"TASK \[k8s_objects : Apply the objects of [^\n]*\n((?:(?!TASK \[)[^\n]*\n)*)", log))
+    items = re.findall(r"\(item=(Service|Deployment)/(\S+)\)", applied)
     services = [i for i, (kind, _) in enumerate(items) if kind == "Service"]
     deployments = [i for i, (kind, _) in enumerate(items) if kind == "Deployment"]
     assert services and deployments and max(services) < min(deployments), items

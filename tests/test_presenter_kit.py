@@ -209,8 +209,14 @@ def test_doctor_fails_each_check_when_its_cause_is_staged_and_passes_when_fixed(
     with sqlite3.connect(database) as conn:
         marks = ", ".join("?" for _ in products[0])
         conn.executemany(f"INSERT INTO products VALUES ({marks})", products)
-    code, checks = _doctor(stack, env=with_cli)
-    assert code == 0 and checks["the catalogue is seeded"]["ok"] and checks["the order topic exists"]["ok"], checks
+    # librdkafka 2.16 (in confluent-kafka 2.16.1) dies of SIGSEGV when its subscribed topic is deleted from under it
+    # (seen against Tansu, with no callback of ours involved); supervisor starts the processor again and it rejoins,
+    # so the doctor is whole again once it has.
+    def whole() -> None:
+        code, checks = _doctor(stack, env=with_cli)
+        assert code == 0 and checks["the catalogue is seeded"]["ok"] and checks["the order topic exists"]["ok"], checks
+
+    until(whole, 60, "the doctor passing with the catalogue and the topic back")
 
 
 def _rpc(stack: LocalTarget) -> Any:
