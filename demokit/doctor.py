@@ -129,10 +129,15 @@ def _filter_matches(found: reach.Endpoints, config: Path) -> Check:
         recent = _http(f"{found.url('order')}/api/orders?limit=50")
     except Exception as exc:
         return Check(name, False, f"the order service does not answer ({exc})", "./run status")
+    try:
+        pattern = re.compile(regex)
+    except (re.error, TypeError) as exc:
+        return Check(name, False, f"the filter {regex!r} in {config.name} is not a regular expression ({exc})",
+                     "./run mirrord-config")
     emails = [o["customer_email"] for o in recent]
     if not emails:
         return Check(name, True, "no orders yet to compare with", blocking=False)
-    matched = sum(1 for e in emails if re.search(regex, e))
+    matched = sum(1 for e in emails if pattern.search(e))
     return Check(name, matched > 0, f"{matched} of the last {len(emails)} orders match {regex!r} ({config.name})",
                  "" if matched else "your breakpoint will never hit: ./run load --email-user NAME with "
                                     "./run mirrord-config --user NAME")

@@ -174,6 +174,11 @@ def test_doctor_fails_each_check_when_its_cause_is_staged_and_passes_when_fixed(
     code, checks = _doctor(stack, "--config", str(nobody))
     assert code == 4 and not checks["the mirrord filter matches the orders being sent"]["ok"]
     assert "breakpoint will never hit" in checks["the mirrord filter matches the orders being sent"]["fix"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(nobody.read_text().replace("^nobody@nowhere\\\\.example$", "(["))
+    code, checks = _doctor(stack, "--config", str(broken))
+    assert code == 4 and "is not a regular expression" in checks["the mirrord filter matches the orders being sent"][
+        "detail"]
 
     # The processor stopped while orders arrive: its group does not consume.
     rpc = _rpc(stack)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,17 @@ def setup(control_plane: ControlPlane, oci: Registry, pod_backend: PodBackend,
     return RegionSetup(control_plane, tmp_path_factory.mktemp("regions"), oci)
 
 
+@contextlib.contextmanager
+def _edited(path: Path, change: Callable[[str], str]) -> Iterator[None]:
+    """The file as `change` makes it for the block, and as it was afterwards."""
+    original = path.read_text()
+    path.write_text(change(original))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
 def _lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
@@ -239,37 +250,25 @@ def test_two_regions_provision_twice_and_the_second_run_changes_nothing(setup: R
 
 def test_check_shows_what_would_change_and_changes_nothing(setup: RegionSetup) -> None:
     values = setup.inventories / "emea" / "group_vars" / "all.yml"
-    original = values.read_text()
-    values.write_text(original + "metalmart_demo_mode: false\n")
-    try:
+    with _edited(values, lambda text: text + "metalmart_demo_mode: false\n"):
         ns = str(setup.target("emea").get("metalmart_namespace"))
         before = setup.objects("emea", "apps/v1", "Deployment", ns)["order-processor"]["metadata"]["generation"]
         done = setup.run("provision", "--region", "emea", "--check")
         after = setup.objects("emea", "apps/v1", "Deployment", ns)["order-processor"]["metadata"]["generation"]
-    finally:
-        values.write_text(original)
     assert re.search(r"emea-1: \d+ change\(s\) would be made", done.stderr), done.stderr[-2000:]
     assert before == after, "--check changed nothing"
 
 
 def test_the_context_guard_refuses_an_unknown_and_a_moved_context(setup: RegionSetup) -> None:
     hosts = setup.inventories / "emea" / "hosts.yml"
-    original = hosts.read_text()
-    hosts.write_text(original.replace("metalmart-emea-1", "metalmart-emea-9"))
-    try:
+    with _edited(hosts, lambda text: text.replace("metalmart-emea-1", "metalmart-emea-9")):
         unknown = setup.run("provision", "--region", "emea", check=False)
-    finally:
-        hosts.write_text(original)
     assert unknown.returncode == 2
     assert "the kube context 'metalmart-emea-9' that the inventory names for emea is not in your kubeconfig" in \
         _lines(unknown.stderr)[-1]
     record = setup.inventories / "emea" / "host_vars" / "emea-1" / "recorded.yml"
-    saved = record.read_text()
-    record.write_text(saved.replace("cluster_recorded_uid: ", "cluster_recorded_uid: 0ther-"))
-    try:
+    with _edited(record, lambda text: text.replace("cluster_recorded_uid: ", "cluster_recorded_uid: 0ther-")):
         moved = setup.run("provision", "--region", "emea", check=False)
-    finally:
-        record.write_text(saved)
     assert moved.returncode == 5
     line = _lines(moved.stderr)[-1]
     assert "context 'metalmart-emea-1' now points at https://127.0.0.1:" in line
@@ -304,15 +303,11 @@ def test_the_lease_refuses_a_second_holder_and_force_takes_a_stale_one(setup: Re
 
 def test_a_tag_the_registry_does_not_have_is_never_deployed(setup: RegionSetup) -> None:
     values = setup.inventories / "emea" / "group_vars" / "all.yml"
-    original = values.read_text()
-    values.write_text(original.replace("region_image_tag: demo-1", "region_image_tag: never-pushed"))
-    try:
+    with _edited(values, lambda text: text.replace("region_image_tag: demo-1", "region_image_tag: never-pushed")):
         done = setup.run("provision", "--region", "emea", check=False)
-        values.write_text(original.replace("region_image_policy: published", "region_image_policy: content"))
+    with _edited(values, lambda text: text.replace("region_image_policy: published", "region_image_policy: content")):
         # Only this Python's folder on PATH: no Docker, Podman or Buildah.
         no_builder = setup.run("provision", "--region", "emea", check=False, PATH=str(Path(sys.executable).parent))
-    finally:
-        values.write_text(original)
     assert done.returncode == 4
     assert _lines(done.stderr)[-1] == (f"error: the registry has no {setup.target('emea').get('metalmart_image_name')}"
                                        ":never-pushed: publish it first, or set region_image_tag to a tag it has")
