@@ -258,7 +258,7 @@ class LocalStack:
         if was_up:
             say("stopped the local stack")
         for service, port in self.ports.items():
-            probes.until(lambda p=port: _assert(port_holder(p) is None), 10, f"port {port} ({service}) released")
+            probes.until(lambda p=port: probes.holds(port_holder(p) is None), 10, f"port {port} ({service}) released")
         if purge and self.dir.exists():
             shutil.rmtree(self.dir)
             say(f"deleted {self.dir}")
@@ -281,11 +281,6 @@ def port_holder(port: int) -> str | None:
     except psutil.AccessDenied:
         pass
     return "an unknown process"
-
-
-def _assert(cond: bool) -> None:
-    if not cond:
-        raise probes.NotReady("not yet")
 
 
 @contextlib.contextmanager

@@ -41,6 +41,12 @@ def until(check: Callable[[], Any], timeout: float, what: str, max_interval: flo
     return None
 
 
+def holds(condition: bool) -> None:
+    """For `until(lambda: holds(...))`: a condition that is not true yet is one more attempt."""
+    if not condition:
+        raise NotReady("not yet")
+
+
 def http_ok(url: str, timeout: float = 1.0) -> dict[str, Any]:
     """GET url; 2xx → parsed JSON (or {}), anything else raises."""
     import json

@@ -112,7 +112,7 @@ class Supervisor:
         conf = self.render(programs)
         self.conf.write_text(conf)
         subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], check=True)
-        probes.until(lambda: _assert(self.up()), 15, "supervisord")
+        probes.until(lambda: probes.holds(self.up()), 15, "supervisord")
         self.stamp.write_text(json.dumps({"conf_sha256": _sha(conf), **stamp}))
 
     def start(self, names: list[str]) -> None:
@@ -136,7 +136,7 @@ class Supervisor:
             pid = int(self.pidfile.read_text().strip())
             with contextlib.suppress(xmlrpc.client.Fault, OSError, xmlrpc.client.ProtocolError):
                 rpc.supervisor.shutdown()
-            probes.until(lambda: _assert(not psutil.pid_exists(pid)), 20, "supervisord exit")
+            probes.until(lambda: probes.holds(not psutil.pid_exists(pid)), 20, "supervisord exit")
         for leftover in (self.socket, self.pidfile, self.stamp):
             leftover.unlink(missing_ok=True)
         return was_up
@@ -150,11 +150,6 @@ def tail(path: Path, lines: int = 15) -> str:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _assert(cond: bool) -> None:
-    if not cond:
-        raise probes.NotReady("not yet")
 
 
 def _quote(arg: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from demokit.probes import http_ok, port_open, until
+from demokit.probes import holds, http_ok, port_open, until
 from tests.helpers import LocalTarget
 
 
@@ -105,7 +105,7 @@ def test_a_service_that_never_gets_ready_shows_its_log_and_everything_stops(tmp_
 
 def test_ctrl_c_during_start_up_stops_what_was_started(target: LocalTarget) -> None:
     proc = target.start("fresh-start", "--target", "local")
-    until(lambda: _assert(port_open("127.0.0.1", target.ports["broker"])), 30, "the broker started")
+    until(lambda: holds(port_open("127.0.0.1", target.ports["broker"])), 30, "the broker started")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -119,7 +119,3 @@ def test_an_unknown_target_is_one_line(target: LocalTarget) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: no target 'atlantis'")
     assert "Traceback" not in done.stderr
-
-
-def _assert(cond: bool) -> None:
-    assert cond

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Producer
 
 from demokit.kafka import ensure_topic
-from demokit.probes import free_port, http_ok, until
+from demokit.probes import free_port, holds, http_ok, until
 from demokit.supervise import Supervisor
 from tests.helpers import ROOT, RUN, LocalTarget, order_body, request, service
 
@@ -80,10 +80,10 @@ def test_the_page_shows_the_split_live(stack: LocalTarget, page_url: str, browse
     shipped_before = int(page.locator("[data-total-shipped]").get_attribute("data-total-shipped"))
 
     load = stack.start("load", "--target", "local", "--rate", "20", "--duration", "16")
-    until(lambda: _assert(_figure(page, "created") > 0), 30, "orders created/s on the page")
-    until(lambda: _assert(_figure(page, "shipped: cluster") > 0), 30, "shipped/s by the cluster on the page")
+    until(lambda: holds(_figure(page, "created") > 0), 30, "orders created/s on the page")
+    until(lambda: holds(_figure(page, "shipped: cluster") > 0), 30, "shipped/s by the cluster on the page")
     _stage_session(stack)
-    until(lambda: _assert(page.locator('[data-figure="shipped: session t1demo"]').count() == 1), 40,
+    until(lambda: holds(page.locator('[data-figure="shipped: session t1demo"]').count() == 1), 40,
           "the session's own stream on the page")
     load.communicate(timeout=60)
     if os.environ.get("METALMART_SCREENSHOT"):
@@ -131,7 +131,7 @@ def _stage_session(stack: LocalTarget) -> None:
                              headers=[("customer_email", order["customer_email"].encode())])
             producer.flush(10)
             time.sleep(0.1)  # the pace at which the staged session's orders arrive, not a readiness wait
-        until(lambda: _assert(_shipped_by_session(base) >= 30), 60, "the session's orders shipped")
+        until(lambda: holds(_shipped_by_session(base) >= 30), 60, "the session's orders shipped")
     finally:
         session.stop()
         rpc.supervisor.startProcess("order-processor", True)
@@ -140,10 +140,6 @@ def _stage_session(stack: LocalTarget) -> None:
 def _shipped_by_session(base: str) -> int:
     return sum(r["shipped"] for r in http_ok(f"{base}/api/orders/stats")["shipped_by_topic"]
                if r["processed_by"] == "mirrord")
-
-
-def _assert(condition: bool) -> None:
-    assert condition
 
 
 def test_a_taken_port_is_one_line(stack: LocalTarget) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from demokit.kafka import ensure_topic
-from demokit.probes import until
+from demokit.probes import holds, until
 from tests.helpers import AppStack, Broker, order_body, post_orders, read_topic, request, sql
 
 
@@ -121,7 +121,7 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
         assert stack.stats()["outbox_unpublished"] == 30
         # The outage lasts until the relay's deliveries have timed out: it then starts a new producer session and
         # sends them again, which is what must reach the broker once it is back.
-        until(lambda: _assert(stack.stats()["outbox_delivery_failures"] >= 30), 60, "the relay's deliveries timed out")
+        until(lambda: holds(stack.stats()["outbox_delivery_failures"] >= 30), 60, "the relay's deliveries timed out")
         # Tansu keeps topics in memory: after a restart the topic must be created again. A real Kafka keeps it.
         broker = Broker(log_dir, port=broker.port).start()
         ensure_topic(broker.bootstrap, stack.topic, 3)
@@ -131,10 +131,6 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
     finally:
         stack.stop()
         broker.stop()
-
-
-def _assert(condition: bool) -> None:
-    assert condition
 
 
 def _outbox_empty(stack: AppStack) -> None:

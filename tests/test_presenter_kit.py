@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from demokit import mirrordcfg
-from demokit.probes import http_ok, until
+from demokit.probes import holds, http_ok, until
 from metalmart import services as table
 from metalmart.loadgen import OPTIONS
 from tests.helpers import ROOT, RUN, LocalTarget, post_orders
@@ -191,7 +191,7 @@ def test_doctor_fails_each_check_when_its_cause_is_staged_and_passes_when_fixed(
     finally:
         rpc.supervisor.startProcess("order-processor", True)
     # Started again, it answers once it has joined its group again: the stack is whole before the next cause.
-    until(lambda: _assert(all(_doctor(stack)[1][name]["ok"] for name in (
+    until(lambda: holds(all(_doctor(stack)[1][name]["ok"] for name in (
         "the processor's group is consuming", "the stack answers"))), 60, "answering and consuming again")
 
     # The order topic deleted.
@@ -228,10 +228,6 @@ def _rpc(stack: LocalTarget) -> Any:
     from demokit.supervise import Supervisor
 
     return Supervisor(stack.state).rpc()
-
-
-def _assert(condition: bool) -> None:
-    assert condition
 
 
 # ---- the editor -----------------------------------------------------------------------------------------------
