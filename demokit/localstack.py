@@ -213,7 +213,8 @@ class LocalStack:
             ensure_topic(self.bootstrap, self.topic, int(self.target.get("kafka_topic_partitions")))
         with _step(say, "catalogue seeded"):
             seed = table.by_command("seed")
-            env = {**os.environ, **{name: self.settings()[name] for name in seed.env}}
+            values = self.settings()
+            env = {**os.environ, **{name: values[name] for name in seed.env}}
             out = subprocess.run([sys.executable, "-m", "metalmart", seed.command], capture_output=True, text=True,
                                  env=env)
             if out.returncode != 0:
