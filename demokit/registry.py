@@ -83,8 +83,12 @@ def _authorization(challenge: str, repository: str) -> str:
     params.setdefault("scope", f"repository:{repository}:pull")
     request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(params)}",
                                      headers={"Authorization": basic} if basic else {})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        token = json.loads(answer.read())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            token = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UserError(f"the registry's token service {realm} did not give a token ({exc}); check "
+                        "REGISTRY_USERNAME / REGISTRY_PASSWORD", UNREACHABLE) from None
     return f"Bearer {token.get('token') or token.get('access_token')}"
 
 
