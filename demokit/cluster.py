@@ -79,11 +79,35 @@ def has_vault_licence(target: Target) -> bool:
                for p in (target.path / "group_vars").rglob("*"))
 
 
+def verify_order_problem(target: Target) -> str | None:
+    """The verify step's order must reach the cluster's processor even while a mirrord session runs."""
+    from metalmart.smoke import SMOKE_EMAIL
+
+    pattern = str(target.get("mirrord_config_email_filter") or "")
+    try:
+        taken = bool(pattern) and re.search(pattern, SMOKE_EMAIL) is not None
+    except re.error:
+        return None  # the mirrord config's own check names a filter that is not a regex
+    if taken:
+        return (f"mirrord_config_email_filter {pattern!r} matches the verify order's e-mail {SMOKE_EMAIL}: a running "
+                "mirrord session would take that order and fresh-start would wait for it; narrow the filter to the "
+                "demo's addresses (e.g. '^.+@metalbear\\.com$')")
+    return None
+
+
 def preflight(target: Target) -> None:
     licence = has_vault_licence(target) or licence_given()
     problems = missing_tools(target, licence)
     if not problems and licence:
         problem = helm_problem()
+        problems = [problem] if problem else []
+    if not problems:
+        problem = verify_order_problem(target)
+        problems = [problem] if problem else []
+    if not problems and target.kind == "minikube":
+        from demokit import minikube
+
+        problem = minikube.problem(target)
         problems = [problem] if problem else []
     if problems:
         raise UserError("; ".join(problems), NOT_READY)

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import urllib.error
 import urllib.parse
@@ -17,10 +16,10 @@ import urllib.request
 from collections.abc import Callable
 
 from demokit.errors import NOT_READY, UNREACHABLE, UserError
+from demokit.images import builder
 from demokit.targets import ROOT
 
 Say = Callable[[str], None]
-BUILDERS = ("docker", "podman", "buildah")
 ACCEPT = ", ".join(("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                     "application/vnd.docker.distribution.manifest.list.v2+json",
                     "application/vnd.docker.distribution.manifest.v2+json"))
@@ -92,21 +91,18 @@ def _authorization(challenge: str, repository: str) -> str:
     return f"Bearer {token.get('token') or token.get('access_token')}"
 
 
-def builder() -> str | None:
-    return next((shutil.which(b) for b in BUILDERS if shutil.which(b)), None)
-
-
-def publish(image: str, tag: str, say: Say) -> None:
-    """Build the app image and push it as image:tag with the builder found here."""
-    tool = builder()
+def publish(image: str, tag: str, platform: str, say: Say) -> None:
+    """Build the app image for the region's nodes' platform and push it as image:tag with the builder found here."""
+    tool = builder.find()
     if tool is None:
         raise UserError("no Docker, Podman or Buildah here to build the app image for the region's registry: install "
                         "one (https://docs.docker.com/get-docker/, https://podman.io/docs/installation), or set "
                         "region_image_policy: published and region_image_tag in the region's inventory", NOT_READY)
     ref = f"{image}:{tag}"
-    build = [tool, "bud" if tool.endswith("buildah") else "build", "--tag", ref, str(ROOT)]
+    build = builder.build_argv(tool, ref, ROOT, platform)
     for argv, what in ((build, "build"), ([tool, "push", ref], "push")):
-        say(f"image: {what} {ref} with {os.path.basename(tool)}")
+        made_for = f" for {platform}" if what == "build" else ""
+        say(f"image: {what} {ref}{made_for} with {os.path.basename(tool)}")
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-2:]

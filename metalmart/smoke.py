@@ -10,8 +10,11 @@ from typing import Any
 
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+# Never a demo address: a mirrord session filtering on the demo's e-mails (…@metalbear.com) must not take the verify
+# order, or a fresh-start re-run while a session stops at its breakpoint would wait for it in vain.
+SMOKE_EMAIL = "verify@metalmart.invalid"
 SMOKE_ORDER = {
-    "customer_email": "smoke-test@metalbear.com", "customer_name": "Smoke Test",
+    "customer_email": SMOKE_EMAIL, "customer_name": "Smoke Test",
     "shipping_address": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zip_code": "62701",
                          "country": "US"},
     "items": [{"product_id": "MM-HAMMER-02", "product_name": "Cross-Peen Hammer 1 kg", "quantity": 1, "price": 42.5}],

@@ -43,7 +43,7 @@ def image_tag(target: targets.Target, check: bool) -> str:
     if check:
         say(f"image: would build and push {image}:{tag} (not in the registry yet)")
         return tag
-    registry.publish(image, tag, say)
+    registry.publish(image, tag, str(target.get("region_image_platform") or "linux/amd64"), say)
     if not registry.has_tag(image, tag):
         raise UserError(f"the push of {image}:{tag} succeeded, yet the registry does not serve it", NOT_READY)
     return tag

@@ -1,0 +1,135 @@
+"""The app image built for real where no registry can be reached: Buildah builds our Dockerfile from the context
+`minikube image build` would send, over a stand-in for `python:3.11-slim-bookworm` made locally from Debian's
+packages, and Podman (with runc) runs what it built.
+
+How the stand-in differs from the real base (the README says the same):
+- Debian bookworm's own Python 3.11 (`/usr/bin/python3`, linked from `/usr/local/bin/python` and `python3` where the
+  real image has its own build); its headers come from `python3-dev`;
+- made by `debootstrap --variant=minbase`, so a few packages the slim image carries may be missing, and the other way
+  round;
+- the machine's CA bundle copied in (pip and apt inside the build go through this machine's network).
+
+Everything lives in a storage of its own under the cache folder (`~/.cache/metalmart/images`), never in the
+machine's default container storage; the base is made once per recipe and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from demokit.errors import NOT_READY, UserError
+from demokit.images import DOCKERFILE, context
+from demokit.images.builder import build_argv
+from demokit.targets import ROOT
+
+Say = Callable[[str], None]
+BASE = "docker.io/library/python:3.11-slim-bookworm"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = ("python3", "python3-venv", "python3-dev", "ca-certificates")
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+# podman run here: runc (crun cannot run on a hybrid cgroup host) and no raising of hard rlimits.
+RUN_FLAGS = ("--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+TOOLS = {"buildah": "buildah", "podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("METALMART_IMAGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "metalmart", "images")
+    return Path(base)
+
+
+def missing() -> list[str]:
+    """The Debian packages this needs that are not installed."""
+    return [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
+
+
+class Storage:
+    """A container storage of our own: Buildah builds into it, Podman runs from it."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or cache_dir() / "storage"
+        self.flags = ["--root", str(self.root / "root"), "--runroot", str(self.root / "run"),
+                      "--storage-driver", "overlay"]
+
+    def run(self, tool: str, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([tool, *self.flags, *args], capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise UserError(f"{tool} {args[0]} failed: {tail}", NOT_READY)
+        return done
+
+    def has(self, ref: str) -> bool:
+        return self.run("buildah", "inspect", "--type", "image", ref, check=False).returncode == 0
+
+
+def _recipe() -> str:
+    return hashlib.sha256(" ".join((SUITE, MIRROR, *PACKAGES)).encode() + HOST_CA.read_bytes()).hexdigest()[:12]
+
+
+def ensure_base(storage: Storage, say: Say) -> str:
+    """The stand-in base in the storage, tagged as the real one (made once per recipe, about 40-100 s)."""
+    if missing():
+        raise UserError(f"the image build needs {', '.join(missing())}: apt-get install {' '.join(missing())}",
+                        NOT_READY)
+    label = f"metalmart.standin={_recipe()}"
+    if storage.has(BASE):
+        done = storage.run("buildah", "inspect", "--type", "image", "--format", "{{.Docker.Config.Labels}}", BASE)
+        if _recipe() in done.stdout:
+            return BASE
+    say(f"image: making a stand-in for {BASE} from Debian {SUITE} (debootstrap, once)")
+    with tempfile.TemporaryDirectory(prefix="metalmart-standin-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+                               str(rootfs), MIRROR], capture_output=True, text=True, timeout=1200)
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise UserError(f"debootstrap of Debian {SUITE} failed: {tail}", NOT_READY)
+        shutil.copyfile(HOST_CA, rootfs / "etc/ssl/certs/ca-certificates.crt")
+        (rootfs / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+        for name in ("python", "python3"):
+            (rootfs / "usr/local/bin" / name).symlink_to("/usr/bin/python3")
+        archive = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], check=True, timeout=600)
+        container = storage.run("buildah", "from", "scratch").stdout.strip()
+        try:
+            storage.run("buildah", "add", container, str(archive), "/")
+            path = "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+            storage.run("buildah", "config", "--env", path, "--env", "LANG=C.UTF-8", "--label", label,
+                        "--cmd", "python3", container)
+            storage.run("buildah", "commit", container, BASE)
+        finally:
+            storage.run("buildah", "rm", container, check=False)
+    return BASE
+
+
+def build(storage: Storage, ref: str, say: Say, dockerfile: str | None = DOCKERFILE,
+          source: Path = ROOT) -> list[str]:
+    """Build `ref` from the context `minikube image build --file DOCKERFILE` sends (`dockerfile=None`: without
+    --file), with the flags every other build passes; returns the files that were sent."""
+    ensure_base(storage, say)
+    with tempfile.TemporaryDirectory(prefix="metalmart-context-") as tmp:
+        sent = context.copy(source, Path(tmp), dockerfile)
+        say(f"image: building {ref} from {len(sent)} files with buildah")
+        # RUN steps in a chroot on the host's network: the runtimes' own isolation needs what this VM lacks.
+        argv = build_argv("buildah", ref, Path(tmp), None, "--isolation", "chroot", "--network", "host",
+                          "--pull=never", "--layers")
+        storage.run(argv[0], *argv[1:])
+    return sent
+
+
+def run(storage: Storage, ref: str, name: str, args: list[str], env: dict[str, str]) -> None:
+    """Start `ref` detached on the host's network, as the image's own user."""
+    flags = [f"--env={k}={v}" for k, v in env.items()]
+    storage.run("podman", "run", "--detach", "--rm", "--name", name, "--network", "host", *RUN_FLAGS, *flags, ref,
+                *args)
+
+
+def stop(storage: Storage, name: str) -> None:
+    storage.run("podman", "rm", "--force", "--time", "5", name, check=False)
