@@ -10,7 +10,7 @@ from aiohttp import web
 from metalmart import db as dbmod
 from metalmart.db import Database
 from metalmart.settings import CatalogueSettings
-from metalmart.web import add_probes, error
+from metalmart.web import OPENER, add_probes, database_unavailable, error
 
 log = logging.getLogger("metalmart.catalogue")
 
@@ -88,18 +88,19 @@ async def get_product(request: web.Request) -> web.Response:
 def build_app(settings: CatalogueSettings | None = None) -> web.Application:
     settings = settings or CatalogueSettings()
     database = dbmod.connect(settings.database_url, 4)
-    app = web.Application()
+    app = web.Application(middlewares=[database_unavailable])
+    app[DB] = database
+    opener = app[OPENER] = dbmod.Opener(database, SCHEMA)  # waits for a database that comes later
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        await database.open()
-        await dbmod.migrate(database, SCHEMA)
-        app[DB] = database
+        await opener.start()
         log.info("catalogue on port %s, database %s", settings.port, database.dialect)
         yield
+        await opener.stop()
         await database.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/api/products", list_products)
     app.router.add_get("/api/products/{id}", get_product)
-    add_probes(app, {"database": database.ping})
+    add_probes(app, {"database": opener.check})
     return app

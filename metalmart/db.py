@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 Row = dict[str, Any]
+log = logging.getLogger("metalmart.db")
 
 
 class Unavailable(Exception):
@@ -116,7 +119,10 @@ class PostgresDatabase:
         )
 
     async def open(self) -> None:
-        await self._pool.open(wait=True, timeout=15.0)
+        """Open the pool and ask for one connection: Unavailable when the server does not answer in 10 s (the pool
+        keeps trying; a later open() asks again)."""
+        await self._pool.open(wait=False)
+        await self.ping()
 
     async def close(self) -> None:
         await self._pool.close()
@@ -234,6 +240,56 @@ def connect(url: str, pool_size: int = 16) -> Database:
     if url.startswith("sqlite:///"):
         return SqliteDatabase(url.removeprefix("sqlite:///"))
     raise ValueError(f"DATABASE_URL {url!r} is neither postgresql://… nor sqlite:///…")
+
+
+class Opener:
+    """Opens the database and migrates it, trying again until the database answers: a service started before its
+    database, or while it restarts, waits for it (its /ready says why) instead of exiting into a crash loop."""
+
+    def __init__(self, database: Database, schema: Sequence[str],
+                 then: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.database, self.schema, self.then = database, schema, then
+        self.ready = asyncio.Event()
+        self.last_error = "not tried yet"
+        self.since = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, settle_s: float = 5.0) -> None:
+        """Start trying, and give the first tries up to `settle_s` before the service starts serving: a database that
+        is there is ready before the first request, and one that is not is waited for in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), settle_s)
+
+    async def _run(self) -> None:
+        from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(Unavailable),
+                                           wait=wait_exponential(multiplier=0.2, max=5.0), reraise=True):
+            with attempt:
+                try:
+                    await self.database.open()
+                    await migrate(self.database, self.schema)
+                except Unavailable as exc:
+                    self.last_error = str(exc)
+                    log.warning("waiting for the database (%.0f s so far): %s", time.monotonic() - self.since, exc)
+                    raise
+        if self.then is not None:
+            await self.then()
+        self.ready.set()
+        log.info("database ready after %.1f s", time.monotonic() - self.since)
+
+    async def check(self) -> None:
+        """For /ready: the database is migrated and answers now."""
+        if not self.ready.is_set():
+            raise Unavailable(f"waiting for the database for {time.monotonic() - self.since:.0f} s: {self.last_error}")
+        await self.database.ping()
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 async def migrate(db: Database, statements: Sequence[str]) -> None:

@@ -13,7 +13,7 @@ from metalmart import db as dbmod
 from metalmart.orders import SCHEMA, NotFound, OrderStore, StatusConflict, ValidationError, validate_new_order
 from metalmart.outbox import OutboxRelay
 from metalmart.settings import OrderSettings
-from metalmart.web import MAX_BODY, add_probes, database_unavailable, error, read_json
+from metalmart.web import MAX_BODY, OPENER, add_probes, database_unavailable, error, read_json
 
 log = logging.getLogger("metalmart.order")
 
@@ -113,28 +113,35 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[database_unavailable])
     database = dbmod.connect(settings.database_url, settings.db_pool_size)
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        await database.open()
-        await dbmod.migrate(database, SCHEMA)
-        store = OrderStore(database, settings.kafka.topic, settings.overdue_after_s)
+    store = OrderStore(database, settings.kafka.topic, settings.overdue_after_s)
+    app[STORE] = store
 
-        async def reconcile() -> int:
-            cutoff = store.overdue_cutoff()
-            ids = await store.republish_overdue(cutoff, settings.republish_max, reason=(
-                f"not moved for {settings.overdue_after_s:g} s after its event was published"))
-            if ids:
-                log.warning("%d order(s) not shipped and not moved for %g s after their event was published (an "
-                            "acknowledged event the broker lost?): publishing again, at most %d times each: %s",
-                            len(ids), settings.overdue_after_s, settings.republish_max, ", ".join(ids[:10]))
-            return len(ids)
+    async def reconcile() -> int:
+        cutoff = store.overdue_cutoff()
+        ids = await store.republish_overdue(cutoff, settings.republish_max, reason=(
+            f"not moved for {settings.overdue_after_s:g} s after its event was published"))
+        if ids:
+            log.warning("%d order(s) not shipped and not moved for %g s after their event was published (an "
+                        "acknowledged event the broker lost?): publishing again, at most %d times each: %s",
+                        len(ids), settings.overdue_after_s, settings.republish_max, ", ".join(ids[:10]))
+        return len(ids)
 
-        app[STORE] = store
-        app[RELAY] = OutboxRelay(database, settings.kafka.client_config(), reconcile=reconcile)
+    app[RELAY] = OutboxRelay(database, settings.kafka.client_config(), reconcile=reconcile)
+
+    async def relay() -> None:
         app[RELAY].start()
+
+    # The database may come later than the service (a PostgreSQL pod restarting): the service answers its probes
+    # and 503s meanwhile, and starts its relay once the schema is there.
+    opener = app[OPENER] = dbmod.Opener(database, SCHEMA, then=relay)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await opener.start()
         log.info("order service on port %s, database %s, topic %s on %s; an order not moved %g s after its event was "
                  "published gets it published again (at most %d times)", settings.port, database.dialect,
                  settings.kafka.topic, settings.kafka.brokers, settings.overdue_after_s, settings.republish_max)
         yield
+        await opener.stop()
         await app[RELAY].stop()
         await database.close()
 
@@ -146,5 +153,6 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     app.router.add_get("/api/orders/{id}", get_order)
     app.router.add_get("/api/orders/{id}/status", get_status)
     app.router.add_put("/api/orders/{id}/status", put_status)
-    add_probes(app, {"database": database.ping, "broker": BrokerCheck(settings.kafka.client_config())})
+    # The broker is reported, not required: orders are stored while it restarts and the outbox publishes them later.
+    add_probes(app, {"database": opener.check}, {"broker": BrokerCheck(settings.kafka.client_config())})
     return app

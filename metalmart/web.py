@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metalmart.db import Opener, Unavailable
 from metalmart.services import probe
 
 log = logging.getLogger("metalmart.web")
@@ -44,11 +45,16 @@ async def read_json(request: web.Request) -> Any:
     raise web.HTTPBadRequest(text=json.dumps({"error": message, "field": "body"}), content_type="application/json")
 
 
+OPENER = web.AppKey("opener", Opener)
+
+
 @web.middleware
 async def database_unavailable(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A database that does not answer is a 503 the client may retry, never a 500."""
-    from metalmart.db import Unavailable
-
+    """A database that does not answer, or has not answered yet since the start, is a 503 the client may retry,
+    never a 500 (the probes still answer: the process is alive, and /ready says what it waits for)."""
+    opener = request.app.get(OPENER)
+    if opener is not None and not opener.ready.is_set() and request.path not in (probe("health"), probe("ready")):
+        return error(503, "the database is unavailable; retry shortly", "database")
     try:
         return await handler(request)
     except Unavailable as exc:
@@ -56,22 +62,37 @@ async def database_unavailable(request: web.Request, handler: Any) -> web.Stream
         return error(503, "the database is unavailable; retry shortly", "database")
 
 
-def add_probes(app: web.Application, checks: dict[str, Callable[[], Awaitable[None]]]) -> None:
-    """/health: the process answers. /ready: every dependency answered just now (each check named on failure)."""
+Check = Callable[[], Awaitable[None]]
+
+
+async def _failures(checks: dict[str, Check]) -> dict[str, str]:
+    async def one(check: Check) -> str | None:
+        try:
+            await asyncio.wait_for(check(), 2.0)
+        except Exception as exc:  # a readiness probe reports, it does not crash
+            return str(exc) or type(exc).__name__
+        return None
+
+    results = await asyncio.gather(*(one(c) for c in checks.values()))
+    return {name: r for name, r in zip(checks, results, strict=True) if r is not None}
+
+
+def add_probes(app: web.Application, checks: dict[str, Check], reports: dict[str, Check] | None = None) -> None:
+    """/health: the process answers. /ready: what this process needs to serve its own requests answered just now
+    (`checks`, each named on failure). `reports` are dependencies it can serve without (the broker behind the outbox,
+    the services behind a page that shows its own message): shown under "degraded", never a reason to leave the
+    Service, so one part restarting does not take the others out of their Services one after another."""
+    reports = reports or {}
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def ready(_: web.Request) -> web.Response:
-        failures = {}
-        for name, check in checks.items():
-            try:
-                await asyncio.wait_for(check(), 2.0)
-            except Exception as exc:  # a readiness probe reports, it does not crash
-                failures[name] = str(exc) or type(exc).__name__
+        failures, degraded = await asyncio.gather(_failures(checks), _failures(reports))
+        extra = {"degraded": degraded} if degraded else {}
         if failures:
-            return web.json_response({"status": "not ready", "failed": failures}, status=503)
-        return web.json_response({"status": "ready", "checked": sorted(checks)})
+            return web.json_response({"status": "not ready", "failed": failures, **extra}, status=503)
+        return web.json_response({"status": "ready", "checked": sorted(checks), **extra})
 
     app.router.add_get(probe("health"), health)
     app.router.add_get(probe("ready"), ready)
