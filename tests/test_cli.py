@@ -77,3 +77,26 @@ def test_a_bare_word_after_a_task_is_its_argument_even_when_it_names_a_task(tmp_
                           timeout=60, env={**os.environ, "METALMART_KUBE_DIR": str(tmp_path / "kube")})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {**json.loads(done.stdout), "running": False, "processes": {}}
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_on_a_fresh_clone_install_once_and_both_work(tmp_path: Path) -> None:
+    """The demo's own layout: load in one terminal, metrics in the other, both started on a fresh clone. Two
+    installs into one .venv at once used to crash pip in one of them."""
+    import sys
+
+    clone = tmp_path / "clone"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            (clone / name).write_bytes((ROOT / name).read_bytes())
+            (clone / name).chmod((ROOT / name).stat().st_mode)
+    env = {**os.environ, "PYTHON": getattr(sys, "_base_executable", sys.executable)}
+    runs = [subprocess.Popen([str(clone / "run"), "--list"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=900) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-1500:] for _, err in outputs]
+    assert all("fresh-start" in out for out, _ in outputs), "both show the tasks"
+    installs = sum(err.count("installing requirements/automation.txt") for _, err in outputs)
+    assert installs == 1, [err for _, err in outputs]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from demokit import images
+from demokit import cluster, images, targets
 from demokit.controlplane import STORAGE_CLASS, ControlPlane
 from tests import kube
-from tests.helpers import ROOT, RUN
+from tests.helpers import ROOT, RUN, inventory
 
 pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
 
@@ -227,3 +227,61 @@ def test_someone_elses_operator_is_left_alone_and_its_dead_api_stops_teardown_at
     assert "the cluster has no mirrord splitting resources" in after.stderr, "asked the cluster, not a cache"
     assert "404" not in after.stderr
     assert target.namespace not in target.objects("v1", "Namespace") and "deleted" in down.stderr
+
+
+# ---- minikube's resources -----------------------------------------------------------------------------------------
+
+def _minikube(folder: Path, status_rc: int, calls: Path) -> None:
+    _tool(folder, "minikube", f'echo "$*" >> {calls}\n'
+          f'case "$1" in status) exit {status_rc};; config) exit 14;; esac\nexit 0\n')
+
+
+@pytest.mark.parametrize(("status_rc", "flags"), [(85, True), (7, False)], ids=["new profile", "stopped profile"])
+def test_cpus_and_memory_are_passed_only_when_the_profile_is_created(tmp_path: Path, status_rc: int,
+                                                                      flags: bool) -> None:
+    """A stopped profile started with --memory again is refused (MK_USAGE) when the driver now offers less."""
+    calls = tmp_path / "calls"
+    _minikube(tmp_path / "bin", status_rc, calls)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                           "inventories/minikube/hosts.yml", "playbooks/fresh-start.yml", "--tags", "minikube"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    start = next(c.split() for c in calls.read_text().splitlines() if c.startswith("start"))
+    assert start[:3] == ["start", "--profile", "metalmart"]
+    assert ("--memory" in start and "--cpus" in start and "--kubernetes-version" in start) is flags, start
+    if flags:
+        assert start[start.index("--memory") + 1] == "4096" and start[start.index("--cpus") + 1] == "2"
+
+
+@pytest.mark.parametrize(("cpus", "memory_mb", "expected"), [
+    (8, 3072, "minikube_memory_mb is 4096 but Docker offers 3072 MiB: set minikube_memory_mb: 3072 in "
+              "inventories/minikube/group_vars/all.yml (the demo requests about 2 GiB), or give Docker more memory"),
+    (1, 7800, "minikube_cpus is 2 but Docker offers 1: set minikube_cpus: 1 in inventories/minikube/group_vars/all.yml,"
+              " or give Docker more CPUs"),
+], ids=["memory", "cpus"])
+def test_a_new_profile_asking_more_than_docker_offers_is_one_line_before_anything_runs(
+        tmp_path: Path, cpus: int, memory_mb: int, expected: str) -> None:
+    calls = tmp_path / "calls"
+    _minikube(tmp_path / "bin", 85, calls)
+    info = json.dumps({"NCPU": cpus, "MemTotal": memory_mb * 2**20})
+    _tool(tmp_path / "bin", "docker", f"echo '{info}'\n")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    env.pop("MIRRORD_LICENSE_KEY", None)
+    done = subprocess.run([*RUN, "fresh-start", "--target", "minikube"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 4 and done.stderr.strip().splitlines() == [f"error: {expected}"], done.stderr
+    assert not [c for c in calls.read_text().splitlines() if c.startswith("start")], "minikube was never started"
+
+
+def test_a_filter_that_would_take_the_verify_order_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """The verify order's e-mail is outside the demo's filter, so a running mirrord session never takes it."""
+    from metalmart.smoke import SMOKE_EMAIL
+
+    for name in ("minikube", "amer", "emea", "apac", "region.example", "testcluster"):
+        target = targets.load(name)
+        assert re.search(str(target.get("mirrord_config_email_filter")), SMOKE_EMAIL) is None, name
+        assert cluster.verify_order_problem(target) is None
+    inventories = inventory(tmp_path, "minikube", mirrord_config_email_filter=r"@metalmart\.invalid$")
+    assert "matches the verify order's e-mail" in str(cluster.verify_order_problem(targets.load("minikube",
+                                                                                                inventories)))
