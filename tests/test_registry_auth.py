@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from demokit import registry
 from demokit.errors import UNREACHABLE, UserError
+from tests.helpers import ROOT
 
 TOKEN = "t0ken-for-tests"
 
@@ -81,3 +84,27 @@ def test_a_token_service_that_refuses_is_one_line_naming_the_login(stub: str) ->
     assert caught.value.code == UNREACHABLE
     message = str(caught.value)
     assert "\n" not in message and "token service" in message and "REGISTRY_USERNAME" in message
+
+
+@pytest.mark.parametrize("tool", ["docker", "podman", "buildah"])
+def test_a_regions_image_is_built_for_its_nodes_platform_whatever_laptop_builds_it(
+        tool: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An arm64 laptop used to push an arm64 image that the region's amd64 nodes cannot run."""
+    from demokit import targets
+    from demokit.tasks import region
+
+    calls = tmp_path / "calls"
+    (tmp_path / tool).write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(shutil, "which", lambda name, **_: str(tmp_path / name) if name == tool else None)
+    answers = iter([False, True])
+    monkeypatch.setattr(registry, "has_tag", lambda *_a, **_k: next(answers))
+    target = targets.load("emea")
+    tag = region.image_tag(target, check=False)
+    build, push = calls.read_text().splitlines()
+    argv = build.split()
+    assert argv[argv.index("--platform") + 1] == "linux/amd64"
+    assert argv[argv.index("--file") + 1] == str(ROOT / "Dockerfile")
+    assert argv[0] == ("bud" if tool == "buildah" else "build") and argv[-1] == str(ROOT)
+    assert push == f"push {target.get('metalmart_image_name')}:{tag}"
