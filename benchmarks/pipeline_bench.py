@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun
-from tests.helpers import AppStack, Broker, Postgres, sql
+from tests.helpers import AppStack, Broker, KafkaBroker, Postgres, sql
 
 
 async def closed_loop(url: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def processing(broker: Broker, pg: Postgres, logs: Path, rate: float, seconds: f
 def main(seconds: float = 10.0, processor_seconds: float = 20.0) -> int:
     console = Console(width=150)
     logs = Path(tempfile.mkdtemp(prefix="metalmart-bench-"))
-    broker = Broker(logs).start()
+    broker = KafkaBroker(logs).start()
     pg = Postgres(logs).start()
     try:
         console.print(creation(broker, pg, logs, seconds))
@@ -107,7 +107,7 @@ def main(seconds: float = 10.0, processor_seconds: float = 20.0) -> int:
         one = processing(broker, pg, logs, 100, processor_seconds, 1)
     finally:
         pg.stop()
-        broker.stop()
+        broker.remove()
     table = Table(title=f"processor, demo mode (0.6 s of work an order), 100 orders/s for {processor_seconds:g} s")
     for col in ("concurrency", "orders sent", "backlog when load ended", "shipped/s", "created→shipped p50 s",
                 "created→shipped p99 s"):

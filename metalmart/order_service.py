@@ -93,19 +93,38 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-class BrokerCheck:
-    """Readiness of the broker, asked at most once a second so probes cannot flood it."""
+class KafkaChecks:
+    """The broker and the order topic, asked at most once a second so probes cannot flood the broker: reported on
+    /ready (never required: orders wait in the outbox), so a missing topic is named as the reason events wait."""
 
-    def __init__(self, kafka: dict[str, str]) -> None:
+    def __init__(self, kafka: dict[str, str], topic: str) -> None:
         self.admin = AdminClient({**kafka, "socket.timeout.ms": 1500})
-        self._ok_until = 0.0
+        self.topic = topic
+        self._checked_at = 0.0
+        self._topics: set[str] | None = None
+        self._error: Exception | None = None
 
-    async def __call__(self) -> None:
-        if time.monotonic() < self._ok_until:
+    async def _look(self) -> None:
+        if time.monotonic() - self._checked_at < 1.0:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: self.admin.list_topics(timeout=1.5))
-        self._ok_until = time.monotonic() + 1.0
+        try:
+            meta = await loop.run_in_executor(None, lambda: self.admin.list_topics(timeout=1.5))
+            self._topics, self._error = set(meta.topics), None
+        except Exception as exc:  # reported by broker()
+            self._topics, self._error = None, exc
+        self._checked_at = time.monotonic()
+
+    async def broker(self) -> None:
+        await self._look()
+        if self._error is not None:
+            raise self._error
+
+    async def outbox(self) -> None:
+        await self._look()
+        if self._topics is not None and self.topic not in self._topics:
+            raise RuntimeError(f"topic {self.topic} does not exist on the broker: new orders' events wait in the "
+                               "outbox until it is created (./run fresh-start creates it)")
 
 
 def build_app(settings: OrderSettings | None = None) -> web.Application:
@@ -154,5 +173,6 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     app.router.add_get("/api/orders/{id}/status", get_status)
     app.router.add_put("/api/orders/{id}/status", put_status)
     # The broker is reported, not required: orders are stored while it restarts and the outbox publishes them later.
-    add_probes(app, {"database": opener.check}, {"broker": BrokerCheck(settings.kafka.client_config())})
+    kafka = KafkaChecks(settings.kafka.client_config(), settings.kafka.topic)
+    add_probes(app, {"database": opener.check}, {"broker": kafka.broker, "outbox": kafka.outbox})
     return app

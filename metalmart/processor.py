@@ -145,6 +145,9 @@ class OrderProcessor:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
                 "client.id": "metalmart-order-processor",
+                # A topic deleted, created again or given more partitions is seen within seconds (the default is
+                # 5 minutes): the group rebalances onto the partitions that exist.
+                "topic.metadata.refresh.interval.ms": 5000,
             }
         )
 
@@ -175,12 +178,49 @@ class OrderProcessor:
         offsets = self.tracker.take_commits()
         if not offsets:
             return
+        offsets = await self._consumer_call(self._within_log, offsets)
+        if not offsets:
+            return
         try:
             await self._consumer_call(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
             self.counters.commits += 1
         except Exception as exc:
-            log.warning("commit failed (%s); it is tried again", exc)
-            self.tracker.restore(offsets)
+            # Put back only what can still be committed: a partition that no longer exists (its topic deleted, or
+            # created again with fewer partitions) would fail every commit after it, for ever.
+            kept = await self._consumer_call(self._still_there, offsets)
+            log.warning("commit failed (%s); %d of %d commit point(s) are tried again", exc, len(kept), len(offsets))
+            self.tracker.restore(kept)
+
+    def _within_log(self, offsets: list[TopicPartition]) -> list[TopicPartition]:
+        """The commit points not beyond their partition's end as last fetched: a message of a deleted topic that
+        finished after the topic was created again must not move the new topic's committed offset past its end."""
+        kept = []
+        for tp in offsets:
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high >= 0 and tp.offset > high:
+                log.warning("not committing %s[%d] at %d: the partition ends at %d (the topic was deleted and "
+                            "created again?)", tp.topic, tp.partition, tp.offset, high)
+                continue
+            kept.append(tp)
+        return kept
+
+    def _still_there(self, offsets: list[TopicPartition]) -> list[TopicPartition]:
+        kept = []
+        for topic in {tp.topic for tp in offsets}:
+            try:
+                meta = self.consumer.list_topics(topic, timeout=2.0).topics.get(topic)
+            except Exception:  # the broker does not answer: keep them all, the next commit tries again
+                return offsets
+            exists = set(meta.partitions) if meta is not None and meta.error is None else set()
+            for tp in offsets:
+                if tp.topic != topic:
+                    continue
+                if tp.partition in exists:
+                    kept.append(tp)
+                else:
+                    log.warning("dropping the commit of %s[%d] at %d: the partition no longer exists", tp.topic,
+                                tp.partition, tp.offset)
+        return kept
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -336,7 +376,7 @@ def health_app(proc: OrderProcessor) -> web.Application:
         c = proc.counters
         return web.json_response({"status": "ok", "joined": proc.joined, "inflight": proc.tracker.inflight,
                                   "received": c.received, "shipped": c.shipped, "gave_up": c.gave_up,
-                                  "malformed": c.malformed, "already_done": c.already_done,
+                                  "malformed": c.malformed, "already_done": c.already_done, "commits": c.commits,
                                   "assigned": sorted(f"{t}[{p}]" for t, p in proc.assigned),
                                   "demo_mode": proc.settings.demo_mode})
 

@@ -12,7 +12,7 @@ from demokit import render, targets
 from demokit.controlplane import ControlPlane
 from demokit.probes import free_port, http_ok, until
 from tests import kube
-from tests.helpers import ROOT, AppStack, Broker, Postgres, Proc, inventory, service
+from tests.helpers import ROOT, AppStack, Broker, KafkaBroker, Postgres, Proc, TansuBroker, inventory, service
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,17 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def broker(log_dir: Path) -> Iterator[Broker]:
-    b = Broker(log_dir).start()
+    """Apache Kafka, as the clusters run it: one per test session, shared, so every test uses topics and groups of
+    its own and never assumes an empty broker."""
+    b = KafkaBroker(log_dir).start()
+    yield b
+    b.remove()
+
+
+@pytest.fixture(scope="session")
+def tansu(log_dir: Path) -> Iterator[Broker]:
+    """Tansu, the `local` target's default broker, for what only concerns it."""
+    b = TansuBroker(log_dir).start()
     yield b
     b.stop()
 

@@ -74,21 +74,71 @@ def service(name: str, env: dict[str, str], log_dir: Path) -> Proc:
     return Proc(name, [sys.executable, "-m", "metalmart", name], env, log_dir)
 
 
-class Broker:
-    """A Tansu broker on its own port. Its memory storage starts empty after a restart."""
+class TansuBroker:
+    """A Tansu broker on its own port (the `local` target's default). Its memory storage starts empty after a
+    restart, and it creates a topic a client asks for."""
+
+    kind = "tansu"
 
     def __init__(self, log_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.proc = Proc("broker", tansu_command(self.port), {"RUST_LOG": "warn"}, log_dir)
+        self.log_dir = log_dir
+        self.proc = Proc("tansu", tansu_command(self.port), {"RUST_LOG": "warn"}, log_dir)
 
-    def start(self) -> Broker:
+    def start(self) -> TansuBroker:
         self.proc.start()
         wait_broker(self.bootstrap, 20)
         return self
 
     def stop(self) -> None:
         self.proc.stop()
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stopped with `sig` and started again on the same port (its memory storage empty)."""
+        self.proc.stop(sig)
+        self.proc = Proc("tansu", tansu_command(self.port), {"RUST_LOG": "warn"}, self.log_dir)
+        self.start()
+
+
+class KafkaBroker:
+    """Apache Kafka (the clusters' broker), one KRaft node from the pinned jars, on its own ports and log directory:
+    its topics, offsets and groups survive a restart, and it creates no topic a client merely asks for."""
+
+    kind = "apache"
+
+    def __init__(self, log_dir: Path, data: Path | None = None) -> None:
+        from demokit.kafka import apache
+
+        self.data = data or Path(tempfile.mkdtemp(prefix="metalmart-kafka-"))
+        self.node = apache.Node(self.data, free_port(), free_port(), heap_mb=512)
+        self.port = self.node.port
+        self.bootstrap = self.node.bootstrap
+        self.log_dir = log_dir
+        self.proc: Proc | None = None
+
+    def start(self) -> KafkaBroker:
+        self.node.prepare(lambda m: print(m, file=sys.stderr))
+        self.proc = Proc("kafka", self.node.command(), None, self.log_dir).start()
+        wait_broker(self.bootstrap, 60)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stopped with `sig` (SIGKILL: a crash) and started again on the same ports and log directory."""
+        if self.proc is not None:
+            self.proc.stop(sig, timeout=30)
+        self.start()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+Broker = KafkaBroker | TansuBroker
 
 
 def pg_bin() -> Path | None:

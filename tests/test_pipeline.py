@@ -8,11 +8,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from demokit.kafka import ensure_topic
 from demokit.probes import holds, until
-from tests.helpers import AppStack, Broker, order_body, post_orders, read_topic, request, sql
+from tests.helpers import AppStack, Broker, KafkaBroker, TansuBroker, order_body, post_orders, read_topic, request, sql
 
 
 def _emails(n: int) -> list[str]:
@@ -107,10 +108,11 @@ def test_malformed_message_is_logged_counted_and_skipped(broker: Broker, tmp_pat
         stack.stop()
 
 
+@pytest.mark.parametrize("kind", [KafkaBroker, TansuBroker], ids=["apache", "tansu"])
 def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
-    database_url: str, log_dir: Path
+    database_url: str, log_dir: Path, kind: type[Broker]
 ) -> None:
-    broker = Broker(log_dir).start()
+    broker = kind(log_dir).start()
     stack = AppStack(broker.bootstrap, database_url, log_dir).start(processor=False)
     try:
         broker.stop()
@@ -122,8 +124,8 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
         # The outage lasts until the relay's deliveries have timed out: it then starts a new producer session and
         # sends them again, which is what must reach the broker once it is back.
         until(lambda: holds(stack.stats()["outbox_delivery_failures"] >= 30), 60, "the relay's deliveries timed out")
-        # Tansu keeps topics in memory: after a restart the topic must be created again. A real Kafka keeps it.
-        broker = Broker(log_dir, port=broker.port).start()
+        # Tansu keeps topics in memory: after a restart the topic must be created again. Apache Kafka keeps it.
+        broker.start()
         ensure_topic(broker.bootstrap, stack.topic, 3)
         until(lambda: _outbox_empty(stack), 60, "outbox drained")
         keys = [m.key().decode() for m in read_topic(broker.bootstrap, stack.topic, 30)]
@@ -141,15 +143,14 @@ def test_an_event_the_broker_lost_is_published_again_and_ships_once(database_url
     """A broker that acknowledged events and then lost its storage (Tansu's memory, as the `local` target's broker
     when it is killed): the orders stay pending past the bound, the reconciler publishes their events again, once
     each and by one replica only (on PostgreSQL two order services share the database), and they ship once."""
-    broker = Broker(log_dir).start()
+    broker = TansuBroker(log_dir).start()
     stack = AppStack(broker.bootstrap, database_url, log_dir, order_env={"ORDER_REPUBLISH_AFTER_S": "2"})
     stack.start(processor=False)
     replica = stack.replica()[0] if database_url.startswith("postgresql") else None
     try:
         orders = post_orders(stack.base, _emails(6))
         until(lambda: _outbox_empty(stack), 30, "events published (acknowledged by the broker)")
-        broker.proc.stop(signal.SIGKILL)
-        broker = Broker(log_dir, port=broker.port).start()  # its memory storage starts empty
+        broker.restart(signal.SIGKILL)  # its memory storage starts empty
         ensure_topic(broker.bootstrap, stack.topic, 3)
         stack.start_processor()
         stack.wait_shipped(6, timeout=90)

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from demokit.probes import free_port, holds, http_ok, until
-from tests.helpers import Broker, Postgres, order_body, request, service
+from tests.helpers import Broker, KafkaBroker, Postgres, order_body, request, service
 
 
 def _ready(url: str) -> tuple[int, dict]:
@@ -52,7 +52,7 @@ def test_order_and_catalogue_wait_for_a_database_that_comes_late(broker: Broker,
 
 
 def test_a_broker_restart_keeps_the_order_service_ready_and_taking_orders(log_dir: Path, tmp_path: Path) -> None:
-    own = Broker(log_dir).start()
+    own = KafkaBroker(log_dir).start()
     port = free_port()
     order = service("order", {"DATABASE_URL": f"sqlite:///{tmp_path / 'o.db'}", "PORT": str(port),
                               "KAFKA_BROKERS": own.bootstrap, "KAFKA_TOPIC": "order.created"}, log_dir).start()
