@@ -3,14 +3,17 @@ running processor and order service; a missing topic is reported, never created 
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
-from demokit.kafka import ensure_topic
+from demokit.errors import UserError
+from demokit.kafka import apache, ensure_topic
 from demokit.probes import holds, until
 from tests.helpers import AppStack, KafkaBroker, post_orders, request, sql
 
@@ -98,3 +101,66 @@ def test_a_missing_topic_is_reported_by_the_order_service_and_never_created(brok
         until(lambda: holds("degraded" not in request("GET", f"{stack.base}/ready")[1]), 10, "nothing reported")
     finally:
         stack.stop()
+
+
+def _topic_job_script(render_minikube: Any, topic: str, partitions: int, broker: KafkaBroker, shim: Path) -> str:
+    docs, _ = render_minikube(metalmart_kafka_topic=topic, kafka_topic_partitions=partitions)
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].startswith("kafka-topic-"))
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [3], "a refusal is not retried"
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    return script.replace("/opt/kafka/bin/kafka-topics.sh", str(shim)).replace(
+        "kafka.metalmart.svc.cluster.local:9092", broker.bootstrap)
+
+
+def test_the_topic_job_creates_grows_and_never_shrinks_the_topic(broker: KafkaBroker, render_minikube: Any,
+                                                                 tmp_path: Path) -> None:
+    """Its script, run against Apache Kafka with Kafka's own TopicCommand (what kafka-topics.sh runs)."""
+    shim = tmp_path / "kafka-topics.sh"
+    shim.write_text(f'#!/bin/sh\nexec {apache.java()} -cp "{apache.cache_dir() / "lib"}/*" '
+                    f'-Dlog4j.configuration=file:{broker.data / "log4j.properties"} '
+                    'org.apache.kafka.tools.TopicCommand "$@"\n')
+    shim.chmod(0o755)
+    topic = f"grow-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    def partitions() -> int:
+        return len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+
+    for want in (2, 2, 5):
+        done = subprocess.run(["sh", "-c", _topic_job_script(render_minikube, topic, want, broker, shim)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert partitions() == want
+    done = subprocess.run(["sh", "-c", _topic_job_script(render_minikube, topic, 3, broker, shim)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and partitions() == 5
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"the topic {topic} has 5 partitions and Kafka cannot take partitions away: set kafka_topic_partitions: 5, "
+        "or delete the topic (and its messages) first")
+
+
+@pytest.mark.parametrize("which", ["broker", "tansu"])
+def test_the_local_topic_step_grows_a_topic_and_refuses_to_shrink_it(which: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    bootstrap = request.getfixturevalue(which).bootstrap
+    topic = f"local-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    assert ensure_topic(bootstrap, topic, 2) is True
+    if which == "tansu":
+        with pytest.raises(UserError, match=r"cannot add partitions .* Tansu keeps topics in memory"):
+            ensure_topic(bootstrap, topic, 4)
+        return
+    assert ensure_topic(bootstrap, topic, 4) is False
+    until(lambda: holds(len(admin.list_topics(topic, timeout=5).topics[topic].partitions) == 4), 20, "4 partitions")
+    with pytest.raises(UserError, match=f"the topic {topic} has 4 partitions and Kafka cannot take partitions away"):
+        ensure_topic(bootstrap, topic, 3)
+
+
+def test_the_brokers_the_tests_run_are_the_version_the_clusters_run() -> None:
+    import yaml
+
+    from tests.helpers import ROOT
+
+    image = yaml.safe_load((ROOT / "roles/kafka/defaults/main.yml").read_text())["kafka_image"]
+    assert image == f"apache/kafka:{apache.VERSION}"
+    assert f"org.apache.kafka:kafka_{apache.SCALA}:{apache.VERSION} " in apache.LOCK.read_text()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from demokit.errors import USAGE, UserError
 
 
 def tansu_binary() -> str:
@@ -20,9 +22,24 @@ def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 10.0) -> bool:
-    """Create the topic when missing; True when it was created. An existing topic is left as it is."""
+    """Create the topic when missing, or give it more partitions when it has fewer than `partitions`; True when it
+    was created. Kafka cannot take partitions away: fewer is a UserError naming both counts."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    if topic in admin.list_topics(timeout=timeout).topics:
+    existing = admin.list_topics(timeout=timeout).topics.get(topic)
+    if existing is not None:
+        have = len(existing.partitions)
+        if have > partitions:
+            raise UserError(f"the topic {topic} has {have} partitions and Kafka cannot take partitions away: set "
+                            f"kafka_topic_partitions: {have}, or delete the topic (and its messages) first", USAGE)
+        if have < partitions:
+            try:
+                admin.create_partitions([NewPartitions(topic, partitions)])[topic].result(timeout=timeout)
+            except KafkaException as exc:
+                if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError._UNSUPPORTED_FEATURE:
+                    raise UserError(f"the broker at {bootstrap} cannot add partitions to {topic} (it has {have}, the "
+                                    f"inventory asks for {partitions}); Tansu keeps topics in memory: ./run teardown, "
+                                    "then ./run fresh-start makes it anew", USAGE) from None
+                raise
         return False
     future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
     try:

@@ -194,11 +194,14 @@ class Node:
 
 
 def lock() -> None:
-    """Resolve kafka_2.13 and a log4j binding with Maven again and rewrite the lock (a developer's step)."""
+    """Resolve kafka_2.13, the kafka-tools jar alone (TopicCommand, what the topic Job runs) and a log4j binding
+    with Maven again, and rewrite the lock (a developer's step)."""
     pom = f"""<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
 <groupId>local</groupId><artifactId>kafka-lock</artifactId><version>1</version><dependencies>
 <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{SCALA}</artifactId><version>{VERSION}</version>
-</dependency><dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version>
+</dependency><dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>{VERSION}</version>
+<exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions></dependency>
+<dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version>
 </dependency></dependencies></project>"""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pom.xml").write_text(pom)
@@ -210,9 +213,9 @@ def lock() -> None:
             group, name, _, version = entry.split(":")[:4]
             digest = hashlib.sha256((Path(tmp) / "lib" / f"{name}-{version}.jar").read_bytes()).hexdigest()
             lines.append(f"{group}:{name}:{version} {digest}")
-    LOCK.write_text(f"# Apache Kafka {VERSION}'s broker (org.apache.kafka:kafka_{SCALA}) and its runtime dependencies "
-                    "with a log4j binding,\n# resolved from Maven Central (python -m demokit.kafka.apache lock), each "
-                    "with its SHA-256.\n" + "\n".join(lines) + "\n")
+    LOCK.write_text(f"# Apache Kafka {VERSION}'s broker (org.apache.kafka:kafka_{SCALA}) and its runtime dependencies, "
+                    "kafka-tools alone and a log4j\n# binding, resolved from Maven Central (python -m "
+                    "demokit.kafka.apache lock), each with its SHA-256.\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
