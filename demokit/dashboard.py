@@ -117,7 +117,8 @@ class Dashboard:
             before = next((x for x in previous.snap.get("consumer_groups", []) if x["group"] == g["group"]), None) \
                 if previous else None
             trend = 0 if before is None else g["lag_total"] - before["lag_total"]
-            groups.append({"group": g["group"], "lag": g["lag_total"], "trend": trend, "state": g["state"]})
+            groups.append({"group": g["group"], "lag": g["lag_total"], "trend": trend, "state": g["state"],
+                           "beyond_end": g.get("beyond_end", [])})
         orders = (latest or {}).get("orders")
         return {"target": self.target, "collected_at": (latest or {}).get("collected_at"),
                 "errors": (latest or {}).get("errors", {}), "topics": topics, "groups": groups,
@@ -209,6 +210,9 @@ def panel_html(d: dict[str, Any]) -> str:
         arrow = "↑" if g["trend"] > 0 else "↓" if g["trend"] < 0 else "→"
         out.append(f'<tr data-group="{e(g["group"])}"><td>{e(g["group"])}</td><td class="num">{g["lag"]}</td>'
                    f'<td class="num">{arrow} {g["trend"]:+d}</td></tr>')
+        if g["beyond_end"]:
+            out.append(f'<tr class="problem"><td colspan="3">committed beyond the end: {e("; ".join(g["beyond_end"]))}'
+                       " (restart the processor, or reset the group's offsets)</td></tr>")
     out.append("</table></section><section class=\"facts\">")
     out.append(f'<div data-demo-mode="{e(d["demo_mode"])}">DEMO_MODE <b>{e(d["demo_mode"])}</b></div>')
     if not d["filters"]:

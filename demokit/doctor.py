@@ -100,11 +100,17 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
         before = next((g for g in first["consumer_groups"] if g["group"] == group), None)
         lag, growing = (mine["lag_total"] if mine else 0), (mine and before and mine["lag_total"] > before["lag_total"])
         stuck = lag > 0 and (delta["consumed_per_s"] or 0) <= 0
-        ok = not growing and not stuck
+        beyond = (mine or {}).get("beyond_end") or []
+        ok = not growing and not stuck and not beyond
+        fix = (f"the group's offsets are beyond the topic's end (was it deleted and created again?): restart the "
+               f"processor, or reset them: kafka-consumer-groups.sh --group {group} --topic {topic} --reset-offsets "
+               "--to-latest --execute (with the processor stopped)") if beyond else \
+            f"is the processor running? ./run status --target {target.name}; its log"
         checks.append(Check("the processor's group is consuming", bool(ok),
                             f"group {group}, lag {lag}" + (" and growing" if growing else "") +
-                            (", nothing consumed in the last seconds" if stuck else ""),
-                            "" if ok else f"is the processor running? ./run status --target {target.name}; its log"))
+                            (", nothing consumed in the last seconds" if stuck else "") +
+                            (f", committed beyond the end: {'; '.join(beyond)}" if beyond else ""),
+                            "" if ok else fix))
         produced = delta["produced_per_s"] or 0.0
         checks.append(Check("orders are arriving now", produced > 0,
                             f"{produced:.1f} orders/s" if produced > 0 else "no orders in the last seconds",

@@ -1,8 +1,9 @@
 """Kafka and order figures that prove the split, straight from the broker's admin API (no kubectl exec, no JVM).
 
 The mirrord operator feeds a developer's session from `mirrord-tmp-<id>-<topic>` and the deployed workload from
-`mirrord-tmp-<id>-fallback-<topic>`; both are shown beside the original topic, with every consumer group that reads
-any of them, its committed offsets and lag.
+`mirrord-tmp-<id>-fallback-<topic>`; both are shown beside the original topic (only those splitting it), with every
+consumer group that reads any of them, its committed offsets and lag (negative, and named a problem, when a committed
+offset is beyond the partition's end).
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ TMP_PREFIX = "mirrord-tmp-"
 
 
 def topic_role(name: str, original: str) -> tuple[str, str] | None:
-    """(role, original topic) of a topic worth showing, or None: original | mirrord-local | mirrord-fallback."""
+    """(role, original topic) of a topic worth showing, or None: original | mirrord-local | mirrord-fallback. Only
+    the temporary topics that split `original` count: on a shared broker other teams' sessions split other topics."""
     if name == original:
         return "original", original
     if not name.startswith(TMP_PREFIX):
         return None
-    rest = name[len(TMP_PREFIX):]
-    _, _, tail = rest.partition("-")  # drop the operator's random id
-    if tail.startswith("fallback-"):
-        return "mirrord-fallback", tail[len("fallback-"):]
-    return "mirrord-local", tail
+    rest = name[len(TMP_PREFIX):]  # <id>-<topic> or <id>-fallback-<topic>; the operator's id comes first
+    for suffix, role in ((f"-fallback-{original}", "mirrord-fallback"), (f"-{original}", "mirrord-local")):
+        if rest.endswith(suffix) and len(rest) > len(suffix):
+            return role, original
+    return None
 
 
 @dataclass
@@ -126,11 +128,17 @@ class Collector:
             for topic, partition in sorted(reads):
                 end = ends.get((topic, partition), 0)
                 done = committed.get((topic, partition))
+                # Negative when the committed offset is beyond the partition's end (a topic deleted and created
+                # again under the group): the group then skips what arrives until the end passes it. Shown as it
+                # is, never as 0.
                 parts.append({"topic": topic, "partition": partition, "committed": done, "end_offset": end,
-                              "lag": max(0, end - (done or 0))})
+                              "lag": end - (done or 0)})
             state = str(desc.state).rsplit(".", 1)[-1].lower() if desc is not None else "unknown"
+            beyond = [f"{p['topic']}[{p['partition']}] committed {p['committed']}, end {p['end_offset']}"
+                      for p in parts if p["lag"] < 0]
             groups.append({"group": name, "state": state, "members": members,
-                           "lag_total": sum(p["lag"] for p in parts), "partitions": parts})
+                           "lag_total": sum(max(0, p["lag"]) for p in parts), "partitions": parts,
+                           "beyond_end": beyond})
         return groups
 
 

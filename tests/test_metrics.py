@@ -26,6 +26,10 @@ from tests.helpers import ROOT, RUN, Broker
         ("mirrord-tmp-8dk2jw7q1x-order.created", ("mirrord-local", "order.created")),
         ("mirrord-tmp-8dk2jw7q1x-fallback-order.created", ("mirrord-fallback", "order.created")),
         ("payments", None),
+        ("mirrord-tmp-8dk2jw7q1x-payments", None),
+        ("mirrord-tmp-8dk2jw7q1x-fallback-payments", None),
+        ("mirrord-tmp-8dk2-jw7q-order.created", ("mirrord-local", "order.created")),
+        ("mirrord-tmp-order.created", None),
     ],
 )
 def test_topics_are_classified_as_the_operator_names_them(name: str, expected: tuple[str, str] | None) -> None:
@@ -51,7 +55,8 @@ def test_exact_offsets_lag_and_temporary_topics(broker: Broker) -> None:
     original = f"orders-{uuid.uuid4().hex[:6]}"
     local_tmp = f"mirrord-tmp-q7w8e9r0t1-{original}"
     fallback_tmp = f"mirrord-tmp-q7w8e9r0t1-fallback-{original}"
-    for topic in (original, local_tmp, fallback_tmp, f"unrelated-{uuid.uuid4().hex[:4]}"):
+    other_team = f"mirrord-tmp-a1b2c3d4e5-payments-{uuid.uuid4().hex[:4]}"  # a session splitting another topic
+    for topic in (original, local_tmp, fallback_tmp, f"unrelated-{uuid.uuid4().hex[:4]}", other_team):
         ensure_topic(broker.bootstrap, topic, 3 if topic == original else 1)
     _produce(broker.bootstrap, original, {0: 5, 1: 3, 2: 0})
     _produce(broker.bootstrap, local_tmp, {0: 2})
@@ -78,6 +83,25 @@ def test_exact_offsets_lag_and_temporary_topics(broker: Broker) -> None:
     assert groups[session]["lag_total"] == 1
     assert groups[processor_group]["lag_total"] == 8, "a group with no commits is behind by everything"
     assert {p["committed"] for p in groups[processor_group]["partitions"]} == {None}
+    assert all(g["beyond_end"] == [] for g in groups.values())
+
+
+def test_a_committed_offset_beyond_the_end_is_negative_lag_and_named(broker: Broker) -> None:
+    """What a topic deleted and created again under a group leaves (Kafka's own tool shows lag -7 here)."""
+    topic = f"orders-{uuid.uuid4().hex[:6]}"
+    ensure_topic(broker.bootstrap, topic, 1)
+    _produce(broker.bootstrap, topic, {0: 3})
+    group = f"processor-{uuid.uuid4().hex[:6]}"
+    _commit(broker.bootstrap, group, [TopicPartition(topic, 0, 10)])
+    snap = Collector(broker.bootstrap, topic, group, None).snapshot()
+    mine = next(g for g in snap["consumer_groups"] if g["group"] == group)
+    assert [(p["committed"], p["end_offset"], p["lag"]) for p in mine["partitions"]] == [(10, 3, -7)]
+    assert mine["beyond_end"] == [f"{topic}[0] committed 10, end 3"]
+    ensure_topic(broker.bootstrap, "order.created", 3)  # what ./run metrics shows without a target's topic
+    _commit(broker.bootstrap, group, [TopicPartition("order.created", 2, 1_000_000)])
+    done = _metrics("--bootstrap", broker.bootstrap, "--order-url", f"http://127.0.0.1:{free_port()}")
+    assert f"group {group} committed beyond the end (order.created[2] committed 1000000, end" in " ".join(
+        done.stdout.split()), done.stdout
 
 
 def _metrics(*args: str) -> subprocess.CompletedProcess[str]:

@@ -58,11 +58,18 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
         for p in g["partitions"]:
             by_topic.setdefault(p["topic"], []).append(p)
         for i, (topic, ps) in enumerate(sorted(by_topic.items())):
+            lags = [p["lag"] for p in ps]
+            lag = " ".join(str(x) for x in lags) if min(lags) < 0 else str(sum(lags))
             groups.add_row(g["group"] if i == 0 else "", g["state"] if i == 0 else "",
                            str(g["members"]) if i == 0 else "", topic,
                            " ".join("-" if p["committed"] is None else str(p["committed"]) for p in ps),
-                           " ".join(str(p["end_offset"]) for p in ps), str(sum(p["lag"] for p in ps)))
+                           " ".join(str(p["end_offset"]) for p in ps), f"[red]{lag}" if min(lags) < 0 else lag)
     parts.append(groups)
+    for g in snap["consumer_groups"]:
+        if g.get("beyond_end"):
+            parts.append(f"[red]group {g['group']} committed beyond the end ({'; '.join(g['beyond_end'])}): it skips "
+                         "new messages until the end passes its offset; restart the processor, or reset the group's "
+                         "offsets")
     if snap["orders"] is not None:
         o = snap["orders"]
         orders = Table(title="orders")
