@@ -19,6 +19,7 @@ from typing import Any
 
 from demokit import cluster, demomode, probes, reach
 from demokit.errors import UserError
+from demokit.kafka import describe
 from demokit.metrics import Collector, rates
 from demokit.targets import Target
 
@@ -57,16 +58,18 @@ def _workloads(target: Target) -> Check:
     if target.kind == "local":
         from demokit.localstack import LocalStack
 
-        health = LocalStack(target).health()
+        stack = LocalStack(target)
+        health = stack.health()
         down = {k: v for k, v in health.items() if v != "ready"}
-        detail = "every process ready" if not down else "; ".join(f"{k} {v}" for k, v in down.items())
+        detail = (f"every process ready (broker: {stack.broker_name})" if not down else
+                  "; ".join(f"{k} {v}" for k, v in down.items()))
         return Check("the stack answers", not down, detail, fix if down else "")
     data = cluster.status(target)
     down = [f"{w['name']} {w['ready']}/{w['replicas']}" for w in data["workloads"] if w["ready"] < w["replicas"]]
     if not data["workloads"]:
         return Check("the stack answers", False, f"nothing deployed in {data['namespace']}", fix)
-    return Check("the stack answers", not down, "every workload ready" if not down else "not ready: " +
-                 ", ".join(down), fix if down else "")
+    return Check("the stack answers", not down, f"every workload ready (broker: {describe(target)})" if not down
+                 else "not ready: " + ", ".join(down), fix if down else "")
 
 
 def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:

@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 
 from demokit import probes
-from demokit.errors import CONFLICT, NOT_READY, UserError
-from demokit.kafka import ensure_topic, tansu_command
+from demokit.errors import CONFLICT, NOT_READY, USAGE, UserError
+from demokit.kafka import apache, describe, ensure_topic, tansu_command
 from demokit.supervise import Program, Supervisor, tail
 from demokit.targets import Target
 from metalmart import services as table
@@ -68,6 +68,28 @@ class LocalStack:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.ports[BROKER]}"
+
+    @property
+    def kafka(self) -> str:
+        """Which broker: tansu (embedded, in memory, nothing to install) or apache (Apache Kafka from the pinned
+        jars, as the clusters run it; its log survives a restart)."""
+        chosen = str(self.target.get("local_kafka") or "tansu")
+        if chosen not in ("tansu", "apache"):
+            raise UserError(f"local_kafka must be tansu or apache (got {chosen!r}) in "
+                            f"{self.target.path}/group_vars/all.yml", USAGE)
+        return chosen
+
+    @property
+    def broker_name(self) -> str:
+        """What `status` and `doctor` call the broker that runs."""
+        return describe(self.target) if self.kafka else ""
+
+    def kafka_node(self) -> apache.Node:
+        """The Apache Kafka node of local_kafka: apache (its controller listens on local_ports.kafka_controller,
+        else the broker's port + 1)."""
+        chosen = self.target.get("local_ports") or {}
+        controller = int(chosen.get("kafka_controller") or self.ports[BROKER] + 1)
+        return apache.Node(self.dir / "kafka", self.ports[BROKER], controller)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -137,7 +159,9 @@ class LocalStack:
         """supervisord's programs, written from data; a hash of the result tells whether a running stack matches."""
         values = self.settings()
         common = {"PYTHONUNBUFFERED": "1", "HOST": "127.0.0.1"}
-        programs = [Program(BROKER, tansu_command(self.ports[BROKER]), {"RUST_LOG": "warn"})]
+        broker = Program(BROKER, self.kafka_node().command(), {}) if self.kafka == "apache" else \
+            Program(BROKER, tansu_command(self.ports[BROKER]), {"RUST_LOG": "warn"})
+        programs = [broker]
         for s in table.services():
             env = {**common, **{name: values[name] for name in s.env}, "PORT": str(self.ports[s.name])}
             programs.append(Program(s.name, [sys.executable, "-m", "metalmart", s.command], env))
@@ -195,7 +219,10 @@ class LocalStack:
         return {"changed": True, "health": self.health()}
 
     def preflight_ports(self) -> None:
-        for service, port in self.ports.items():
+        ports = dict(self.ports)
+        if self.kafka == "apache":
+            ports["kafka_controller"] = self.kafka_node().controller_port
+        for service, port in ports.items():
             holder = port_holder(port)
             if holder is not None:
                 raise UserError(
@@ -205,9 +232,12 @@ class LocalStack:
 
     def _start_all(self, say: Say, started: list[str]) -> None:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        if self.kafka == "apache":
+            with _step(say, f"Apache Kafka {apache.VERSION} ready to run"):
+                self.kafka_node().prepare(say)
         with _step(say, "supervisor"):
             self.supervisor.launch(self.programs(), target=self.target.name)
-        with _step(say, f"broker on {self.bootstrap}"):
+        with _step(say, f"{self.broker_name} on {self.bootstrap}"):
             self._start([BROKER], started)
         with _step(say, f"topic {self.topic}"):
             ensure_topic(self.bootstrap, self.topic, int(self.target.get("kafka_topic_partitions")))

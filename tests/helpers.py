@@ -233,7 +233,7 @@ class LocalTarget:
 
     def __init__(self, base: Path, **overrides: Any) -> None:
         self.state = base / "state"
-        self.ports = {name: free_port() for name in localstack.names()}
+        self.ports = {name: free_port() for name in (*localstack.names(), "kafka_controller")}
         self.inventories = inventory(base, "local", local_state_dir=str(self.state), local_ports=self.ports,
                                      **overrides)
         self.env = {**os.environ, "INVOKE_METALMART_INVENTORIES": str(self.inventories),

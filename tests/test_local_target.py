@@ -119,3 +119,29 @@ def test_an_unknown_target_is_one_line(target: LocalTarget) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: no target 'atlantis'")
     assert "Traceback" not in done.stderr
+
+
+def test_the_local_target_on_apache_kafka(tmp_path: Path) -> None:
+    """local_kafka: apache: a presenter rehearses offline on the clusters' broker."""
+    target = LocalTarget(tmp_path, local_kafka="apache")
+    try:
+        first = target.run("fresh-start", "--target", "local")
+        assert first.returncode == 0, first.stderr + first.stdout
+        assert "Apache Kafka 3.9.1 on 127.0.0.1:" in first.stderr and "smoke order shipped" in first.stderr
+        status = target.status()
+        assert (status["kafka"], status["broker"]) == ("apache", "Apache Kafka 3.9.1")
+        assert {p["health"] for p in status["processes"]} == {"ready"}
+        again = target.run("fresh-start", "--target", "local")
+        assert "already up and healthy" in again.stderr, again.stderr
+        doctor = target.run("doctor", "--target", "local", "--json")
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert "broker: Apache Kafka 3.9.1" in checks["the stack answers"]["detail"]
+    finally:
+        target.run("teardown", "--target", "local", "--purge")
+
+
+def test_an_unknown_local_broker_is_one_line(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path, local_kafka="redpanda")
+    done = target.run("fresh-start", "--target", "local")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
+        "error: local_kafka must be tansu or apache (got 'redpanda')"), done.stderr

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from demokit.errors import USAGE, UserError
+
+
+def describe(target: Any) -> str:
+    """Which broker a target runs, in words (`./run status` and `./run doctor` say it)."""
+    if target.kind == "local":
+        from demokit.kafka import apache
+
+        return f"Apache Kafka {apache.VERSION}" if target.get("local_kafka") == "apache" else "Tansu (in memory)"
+    mode = str(target.get("metalmart_kafka_mode"))
+    if mode == "strimzi":
+        return f"Strimzi's Kafka {target.get('metalmart_kafka_strimzi_cluster')}"
+    if mode == "managed":
+        return f"a managed Kafka at {target.get('metalmart_kafka_managed_bootstrap')}"
+    return f"Apache Kafka in the cluster ({target.get('kafka_image')})"
 
 
 def tansu_binary() -> str:

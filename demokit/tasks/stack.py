@@ -10,6 +10,7 @@ from rich.table import Table
 from demokit import cluster, demomode, images, portforward, targets
 from demokit.cli import task
 from demokit.errors import NOT_READY, USAGE, UserError
+from demokit.kafka import describe
 from demokit.localstack import LocalStack, names
 from demokit.tasks.common import TARGET_HELP, cluster_target_of, emit_json, out, say, target_of
 from metalmart import services as table
@@ -101,10 +102,10 @@ def status(c: Context, target: str | None = None, json: bool = False) -> None:
                      "port": stack.ports.get(service), "health": health.get(service, "down")})
     if json:
         emit_json({"target": stack.target.name, "supervisor": bool(procs), "processes": rows,
-                   "demo_mode": stack.demo_mode})
+                   "demo_mode": stack.demo_mode, "kafka": stack.kafka, "broker": stack.broker_name})
         return
     table = Table(title=f"target {stack.target.name} ({stack.target.kind}) · DEMO_MODE "
-                        f"{'on' if stack.demo_mode else 'off'}")
+                        f"{'on' if stack.demo_mode else 'off'} · broker {stack.broker_name}")
     for col in ("service", "state", "pid", "port", "health"):
         table.add_column(col)
     for r in rows:
@@ -130,6 +131,7 @@ def _cluster_status(target: targets.Target, as_json: bool) -> None:
     out.print(table)
     if not data["workloads"]:
         out.print(f"nothing is deployed: ./run fresh-start --target {target.name}")
+    out.print(f"kafka: {describe(target)}")
     out.print(f"mirrord operator: {data['operator']}")
     split = ", ".join(f"{s['kind']}/{s['name']}" for s in data["splitting"]) or "none"
     out.print(f"splitting resources: {split}")
