@@ -1,8 +1,10 @@
 """`./run bench.faults`: nothing lost, measured. A steady load on a private `local` stack (its own ports and state,
 on a private PostgreSQL so that the database can be stopped), and one fault per row in the middle of the load:
 
-- broker, processor, order, catalogue: the process killed with SIGKILL (supervisor starts it again; the broker's
-  memory storage comes back empty, so events it had acknowledged are gone: the reconciler publishes them again);
+- broker, processor, order, catalogue: the process killed with SIGKILL (supervisor starts it again). On Tansu (the
+  `local` default, `--kafka tansu`) the broker's memory storage comes back empty, so events it had acknowledged are
+  gone and the reconciler publishes them again; on Apache Kafka (`--kafka apache`) its log survives, and nothing
+  needs publishing again;
 - database: PostgreSQL stopped for 10 s, then started again;
 - restart: the whole stack torn down and brought up again (`teardown`, then `fresh-start`).
 
@@ -50,12 +52,12 @@ def _iso(t: float) -> str:
 
 
 class Bench:
-    def __init__(self, folder: Path, republish_after_s: int | None) -> None:
+    def __init__(self, folder: Path, republish_after_s: int | None, kafka: str = "tansu") -> None:
         self.pg = Postgres(folder).start()
         self.database_url = self.pg.new_database()
-        ports = {name: probes.free_port() for name in names()}
+        ports = {name: probes.free_port() for name in (*names(), "kafka_controller")}
         inventories = inventory(folder, "local", local_state_dir=str(folder / "state"), local_ports=ports,
-                                local_database_url=self.database_url,
+                                local_database_url=self.database_url, local_kafka=kafka,
                                 metalmart_republish_after_s=republish_after_s or "")
         self.stack = LocalStack(targets.load("local", inventories))
 
@@ -145,9 +147,9 @@ class Bench:
                                      " customer_email LIKE ?", (f"%{run_id}-%",))}
 
 
-def render(rows: list[dict[str, Any]], rate: float, duration: float) -> Table:
+def render(rows: list[dict[str, Any]], rate: float, duration: float, broker: str) -> Table:
     out = Table(title=f"faults under a steady load of {rate:g} orders/s for {duration:g} s (127.0.0.1, local stack "
-                      "on PostgreSQL)")
+                      f"on PostgreSQL, {broker})")
     for col in ("fault", "scheduled", "201", "failed (by class)", "shipped in bound", "lost", "shipped twice",
                 "republished", "recovery s"):
         out.add_column(col, justify="left" if col in ("fault", "failed (by class)") else "right")
@@ -161,12 +163,14 @@ def render(rows: list[dict[str, Any]], rate: float, duration: float) -> Table:
 
 
 def main(rate: float, duration: float, faults: tuple[str, ...], json_path: str | None,
-         republish_after_s: int | None, say: Callable[[str], None] = _say) -> list[dict[str, Any]]:
+         republish_after_s: int | None, kafka: str = "tansu",
+         say: Callable[[str], None] = _say) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="metalmart-faults-") as folder:
-        bench = Bench(Path(folder), republish_after_s)
+        bench = Bench(Path(folder), republish_after_s, kafka)
+        broker = bench.stack.broker_name
         try:
-            say("bringing up a private local stack on PostgreSQL")
+            say(f"bringing up a private local stack on PostgreSQL and {broker}")
             bench.start()
             say(f"the reconciler publishes again what is pending {bench.republish_after_s:g} s after publication")
             for fault in faults:
@@ -176,7 +180,9 @@ def main(rate: float, duration: float, faults: tuple[str, ...], json_path: str |
                 say(f"{fault}: {r['answered_201']} answered 201, {r['lost']} lost, {r['shipped_twice']} shipped twice")
         finally:
             bench.stop()
-    Console(width=None if console.is_terminal else 150).print(render(rows, rate, duration))
+    for row in rows:
+        row["broker"] = kafka
+    Console(width=None if console.is_terminal else 150).print(render(rows, rate, duration, broker))
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=2) + "\n")
         say(f"rows written to {json_path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import json
 import os
@@ -24,7 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from demokit import localstack
 from demokit.kafka import ensure_topic, tansu_command
-from demokit.probes import free_port, http_ok, port_open, until, wait_broker
+from demokit.probes import free_port, holds, http_ok, port_open, until, wait_broker
 from metalmart import db as dbmod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,11 +108,11 @@ class KafkaBroker:
 
     kind = "apache"
 
-    def __init__(self, log_dir: Path, data: Path | None = None) -> None:
+    def __init__(self, log_dir: Path, data: Path | None = None, advertised_port: int | None = None) -> None:
         from demokit.kafka import apache
 
         self.data = data or Path(tempfile.mkdtemp(prefix="metalmart-kafka-"))
-        self.node = apache.Node(self.data, free_port(), free_port(), heap_mb=512)
+        self.node = apache.Node(self.data, free_port(), free_port(), heap_mb=512, advertised_port=advertised_port)
         self.port = self.node.port
         self.bootstrap = self.node.bootstrap
         self.log_dir = log_dir
@@ -120,7 +121,10 @@ class KafkaBroker:
     def start(self) -> KafkaBroker:
         self.node.prepare(lambda m: print(m, file=sys.stderr))
         self.proc = Proc("kafka", self.node.command(), None, self.log_dir).start()
-        wait_broker(self.bootstrap, 60)
+        if self.node.advertised_port is None:
+            wait_broker(self.bootstrap, 60)
+        else:  # its clients come through a tunnel to the advertised port; here, the listener answering is enough
+            until(lambda: holds(port_open("127.0.0.1", self.port)), 60, "Apache Kafka's listener")
         return self
 
     def stop(self) -> None:
@@ -184,15 +188,25 @@ class Postgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def _shutdown(self) -> None:
+        """Fast shutdown, signalled to the server itself: as root it runs under runuser, which does not pass SIGINT
+        on (the server would go on answering)."""
+        pidfile = self.dir / "data" / "postmaster.pid"
+        if self.proc.alive() and pidfile.is_file():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)
+        self.proc.stop(signal.SIGINT)
+
     def pause(self) -> None:
         """Stop the server (fast shutdown), keeping its data: clients are refused until `resume`."""
-        self.proc.stop(signal.SIGINT)
+        self._shutdown()
+        until(lambda: holds(not port_open("127.0.0.1", self.port)), 15, "PostgreSQL stopped")
 
     def resume(self) -> None:
         self.start()
 
     def stop(self) -> None:
-        self.proc.stop(signal.SIGINT)  # fast shutdown
+        self._shutdown()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -23,11 +23,11 @@ from confluent_kafka import Producer
 
 from demokit import portforward, targets
 from demokit.controlplane import ControlPlane, cri_line
-from demokit.kafka import ensure_topic, tansu_binary
+from demokit.kafka import ensure_topic
 from demokit.probes import free_port, http_ok
 from tests import kube
 from tests.conftest import Converged, PodBackend
-from tests.helpers import ROOT, RUN, Proc, wait_broker
+from tests.helpers import ROOT, RUN, KafkaBroker, wait_broker
 
 pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
 
@@ -44,17 +44,16 @@ def served(converged: Converged, pod_backend: PodBackend) -> kube.ClusterTarget:
 @pytest.fixture()
 def cluster_broker(served: kube.ClusterTarget, tmp_path: Path) -> Iterator[int]:
     """A broker for the kafka-0 pod's external listener; yields the port it advertises (kafka_external_port)."""
-    listener, external = free_port(), free_port()
-    broker = Proc("broker", [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{listener}",
-                             "--advertised-listener-url", f"tcp://127.0.0.1:{external}",
-                             "--storage-engine", "memory://tansu/"], {"RUST_LOG": "warn"}, tmp_path).start()
+    external = free_port()
+    broker = KafkaBroker(tmp_path, advertised_port=external).start()  # Apache Kafka, as the cluster runs it
+    listener = broker.port
     served.serve("kafka", {9094: listener})
     served.set_vars(kafka_external_port=external)
     try:
         yield external
     finally:
         served.set_vars(kafka_external_port=None)
-        broker.stop()
+        broker.remove()
 
 
 def test_metrics_reach_the_clusters_broker_and_order_service_by_themselves(

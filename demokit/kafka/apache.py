@@ -122,16 +122,17 @@ def java() -> str:
     return candidate
 
 
-def properties(data: Path, port: int, controller_port: int, host: str = "127.0.0.1",
-               partitions: int = 1) -> dict[str, str]:
-    """One KRaft node on `host`. Topics are never created by a client's request: a missing topic is a problem to
-    report, not something to make with defaults (the cluster's broker is set the same way)."""
+def properties(data: Path, port: int, controller_port: int, host: str = "127.0.0.1", partitions: int = 1,
+               advertised_port: int | None = None) -> dict[str, str]:
+    """One KRaft node on `host` (advertised with another port when a tunnel stands between it and its clients).
+    Topics are never created by a client's request: a missing topic is a problem to report, not something to make
+    with defaults (the cluster's broker is set the same way)."""
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{host}:{controller_port}",
         "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{advertised_port or port}",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -158,8 +159,10 @@ log4j.logger.kafka.server.BrokerServer=INFO
 class Node:
     """One broker's folder: its configuration, its formatted log directory, and the command that runs it."""
 
-    def __init__(self, data: Path, port: int, controller_port: int, heap_mb: int = 512) -> None:
+    def __init__(self, data: Path, port: int, controller_port: int, heap_mb: int = 512,
+                 advertised_port: int | None = None) -> None:
         self.data, self.port, self.controller_port, self.heap_mb = data, port, controller_port, heap_mb
+        self.advertised_port = advertised_port
         self.config = data / "server.properties"
 
     @property
@@ -172,7 +175,7 @@ class Node:
         lib = ensure(say)
         self.data.mkdir(parents=True, exist_ok=True)
         self.config.write_text("".join(f"{k}={v}\n" for k, v in properties(
-            self.data, self.port, self.controller_port).items()))
+            self.data, self.port, self.controller_port, advertised_port=self.advertised_port).items()))
         (self.data / "log4j.properties").write_text(LOG4J)
         if (self.data / "logs" / "meta.properties").is_file():
             return

@@ -44,9 +44,10 @@ def metrics(c: Context, target: str = "local", rounds: int = 20) -> None:
 @task(help={"rate": "orders per second of the steady load (50)", "duration": "seconds of load per fault (60)",
             "faults": "which, comma-separated: broker,processor,order,catalogue,database,restart (all)",
             "json": "also write the rows as JSON to this path",
+            "kafka": "the broker: tansu (the local default) or apache (Apache Kafka, as the clusters run it)",
             "republish_after": "the reconciler's bound in seconds (default: the order service's own, derived)"})
 def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str = ",".join(FAULTS),
-           json: str | None = None, republish_after: int = 0) -> None:
+           json: str | None = None, republish_after: int = 0, kafka: str = "tansu") -> None:
     """Kill the broker, the processor, the order service and the catalogue, stop the database, restart the stack,
     each in the middle of a steady load; count lost and twice-shipped orders and the time to recover."""
     from benchmarks.fault_bench import main
@@ -58,9 +59,11 @@ def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str =
     if rate <= 0 or duration < 3:
         raise UserError("--rate must be above 0 and --duration at least 3 seconds; e.g. --rate 50 --duration 60",
                         USAGE)
+    if kafka not in ("tansu", "apache"):
+        raise UserError(f"--kafka takes tansu or apache (got {kafka!r})", USAGE)
     if json and not Path(json).parent.exists():
         raise UserError(f"--json {json}: folder {Path(json).parent} does not exist", USAGE)
-    rows = main(float(rate), float(duration), chosen, json, int(republish_after) or None)
+    rows = main(float(rate), float(duration), chosen, json, int(republish_after) or None, kafka)
     bad = [r["fault"] for r in rows if r["lost"] or r["shipped_twice"]]
     if bad:
         raise UserError(f"orders lost or shipped twice under: {', '.join(bad)} (see the table)", NOT_READY)
