@@ -11,7 +11,25 @@ command -v chromium >/dev/null || missing+=(chromium)
 for tool in buildah podman runc debootstrap; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# An arm64 image build under emulation (an Apple Silicon minikube node's build), where the kernel allows it.
+[ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || missing+=(qemu-user-static)
+command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+
+enable_arm64() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ] && ! mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; then
+    echo "ensure-test-deps: binfmt_misc cannot be mounted here; the arm64 image build test will be skipped" >&2
+    return 0
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && ! update-binfmts --enable qemu-aarch64; then
+    echo "ensure-test-deps: qemu-aarch64 cannot be registered; the arm64 image build test will be skipped" >&2
+  fi
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  enable_arm64
+  exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "ensure-test-deps: missing ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
@@ -21,3 +39,4 @@ echo "ensure-test-deps: installing ${missing[*]} from Debian's packages" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+enable_arm64

@@ -142,3 +142,21 @@ def test_a_dockerignore_that_drops_the_dockerfile_fails_a_build_without_file(
         standin.build(storage, "localhost/metalmart:no-dockerfile", print, dockerfile=None, source=root)
     sent = standin.build(storage, "localhost/metalmart:with-file", print, dockerfile=DOCKERFILE, source=root)
     assert DOCKERFILE in sent
+
+
+@pytest.mark.slow
+@needs_builder
+@pytest.mark.skipif(not standin.emulates("arm64"), reason="this machine cannot run arm64 binaries (binfmt_misc with "
+                    "qemu-user-static; scripts/ensure-test-deps.sh sets it up where the kernel allows)")
+def test_the_image_builds_for_linux_arm64_where_hdrhistogram_has_no_wheel() -> None:
+    """An Apple Silicon minikube node's build: pip compiles hdrhistogram in the build stage, and the image runs."""
+    storage = standin.Storage(standin.cache_dir() / "storage-arm64")
+    ref = f"localhost/metalmart:{content_tag()}-arm64"
+    standin.build(storage, ref, print, arch="arm64")
+    arch = storage.run("buildah", "inspect", "--type", "image", "--format", "{{.OCIv1.Architecture}}", ref)
+    assert arch.stdout.strip() == "arm64"
+    done = subprocess.run(["podman", *storage.flags, "run", "--rm", "--network", "none", *standin.RUN_FLAGS, "--arch",
+                           "arm64", "--entrypoint", "python", ref, "-c",
+                           "import platform, hdrh.histogram; print(platform.machine())"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "aarch64", done.stderr

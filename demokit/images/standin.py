@@ -69,25 +69,36 @@ class Storage:
         return self.run("buildah", "inspect", "--type", "image", ref, check=False).returncode == 0
 
 
-def _recipe() -> str:
-    return hashlib.sha256(" ".join((SUITE, MIRROR, *PACKAGES)).encode() + HOST_CA.read_bytes()).hexdigest()[:12]
+def _recipe(arch: str | None) -> str:
+    return hashlib.sha256(" ".join((SUITE, MIRROR, arch or "native", *PACKAGES)).encode()
+                          + HOST_CA.read_bytes()).hexdigest()[:12]
 
 
-def ensure_base(storage: Storage, say: Say) -> str:
-    """The stand-in base in the storage, tagged as the real one (made once per recipe, about 40-100 s)."""
+def emulates(arch: str) -> bool:
+    """Whether this machine runs `arch` binaries (binfmt_misc with Debian's qemu-user-static registered)."""
+    machine = {"arm64": "aarch64"}.get(arch, arch)
+    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{machine}")
+    return entry.is_file() and entry.read_text().startswith("enabled")
+
+
+def ensure_base(storage: Storage, say: Say, arch: str | None = None) -> str:
+    """The stand-in base in the storage, tagged as the real one (made once per recipe: about 40 s natively, about
+    3 min for arm64 under emulation). `arch` (e.g. arm64) makes it for another architecture; keep each in a storage
+    of its own, since both carry the real base's name."""
     if missing():
         raise UserError(f"the image build needs {', '.join(missing())}: apt-get install {' '.join(missing())}",
                         NOT_READY)
-    label = f"metalmart.standin={_recipe()}"
+    label = f"metalmart.standin={_recipe(arch)}"
     if storage.has(BASE):
         done = storage.run("buildah", "inspect", "--type", "image", "--format", "{{.Docker.Config.Labels}}", BASE)
-        if _recipe() in done.stdout:
+        if _recipe(arch) in done.stdout:
             return BASE
-    say(f"image: making a stand-in for {BASE} from Debian {SUITE} (debootstrap, once)")
+    say(f"image: making a stand-in for {BASE} ({arch or 'native'}) from Debian {SUITE} (debootstrap, once)")
     with tempfile.TemporaryDirectory(prefix="metalmart-standin-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
-                               str(rootfs), MIRROR], capture_output=True, text=True, timeout=1200)
+        done = subprocess.run(["debootstrap", "--variant=minbase", *([f"--arch={arch}"] if arch else []),
+                               f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), MIRROR],
+                              capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
             raise UserError(f"debootstrap of Debian {SUITE} failed: {tail}", NOT_READY)
@@ -102,7 +113,7 @@ def ensure_base(storage: Storage, say: Say) -> str:
             storage.run("buildah", "add", container, str(archive), "/")
             path = "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
             storage.run("buildah", "config", "--env", path, "--env", "LANG=C.UTF-8", "--label", label,
-                        "--cmd", "python3", container)
+                        "--cmd", "python3", *(["--arch", arch] if arch else []), container)
             storage.run("buildah", "commit", container, BASE)
         finally:
             storage.run("buildah", "rm", container, check=False)
@@ -110,16 +121,17 @@ def ensure_base(storage: Storage, say: Say) -> str:
 
 
 def build(storage: Storage, ref: str, say: Say, dockerfile: str | None = DOCKERFILE,
-          source: Path = ROOT) -> list[str]:
+          source: Path = ROOT, arch: str | None = None) -> list[str]:
     """Build `ref` from the context `minikube image build --file DOCKERFILE` sends (`dockerfile=None`: without
-    --file), with the flags every other build passes; returns the files that were sent."""
-    ensure_base(storage, say)
+    --file), with the flags every other build passes (`arch`: for linux/ARCH, as a region's build is); returns the
+    files that were sent."""
+    ensure_base(storage, say, arch)
     with tempfile.TemporaryDirectory(prefix="metalmart-context-") as tmp:
         sent = context.copy(source, Path(tmp), dockerfile)
         say(f"image: building {ref} from {len(sent)} files with buildah")
         # RUN steps in a chroot on the host's network: the runtimes' own isolation needs what this VM lacks.
-        argv = build_argv("buildah", ref, Path(tmp), None, "--isolation", "chroot", "--network", "host",
-                          "--pull=never", "--layers")
+        argv = build_argv("buildah", ref, Path(tmp), f"linux/{arch}" if arch else None, "--isolation", "chroot",
+                          "--network", "host", "--pull=never", "--layers")
         storage.run(argv[0], *argv[1:])
     return sent
 
