@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,19 @@ from demokit import render, targets
 from demokit.controlplane import ControlPlane
 from demokit.probes import free_port, http_ok, until
 from tests import kube
-from tests.helpers import ROOT, AppStack, Broker, KafkaBroker, Postgres, Proc, TansuBroker, inventory, service
+from tests.helpers import (
+    ROOT,
+    AppStack,
+    Broker,
+    ExternalBroker,
+    KafkaBroker,
+    Postgres,
+    Proc,
+    TansuBroker,
+    inventory,
+    service,
+    wait_broker,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +36,13 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def broker(log_dir: Path) -> Iterator[Broker]:
     """Apache Kafka, as the clusters run it: one per test session, shared, so every test uses topics and groups of
-    its own and never assumes an empty broker."""
+    its own and never assumes an empty broker. METALMART_TEST_BOOTSTRAP=HOST:PORT runs the tests against a broker
+    that is already there instead (with auto.create.topics.enable=false, as ours)."""
+    given = os.environ.get("METALMART_TEST_BOOTSTRAP")
+    if given:
+        wait_broker(given, 30)
+        yield ExternalBroker(given)
+        return
     b = KafkaBroker(log_dir).start()
     yield b
     b.remove()

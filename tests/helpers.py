@@ -142,7 +142,17 @@ class KafkaBroker:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
-Broker = KafkaBroker | TansuBroker
+class ExternalBroker:
+    """A broker the tests did not start (METALMART_TEST_BOOTSTRAP): used, never stopped."""
+
+    kind = "external"
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.port = int(bootstrap.rsplit(":", 1)[1])
+
+
+Broker = KafkaBroker | TansuBroker | ExternalBroker
 
 
 def pg_bin() -> Path | None:

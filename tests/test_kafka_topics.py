@@ -116,8 +116,9 @@ def test_the_topic_job_creates_grows_and_never_shrinks_the_topic(broker: KafkaBr
                                                                  tmp_path: Path) -> None:
     """Its script, run against Apache Kafka with Kafka's own TopicCommand (what kafka-topics.sh runs)."""
     shim = tmp_path / "kafka-topics.sh"
-    shim.write_text(f'#!/bin/sh\nexec {apache.java()} -cp "{apache.cache_dir() / "lib"}/*" '
-                    f'-Dlog4j.configuration=file:{broker.data / "log4j.properties"} '
+    (tmp_path / "log4j.properties").write_text(apache.LOG4J)
+    shim.write_text(f'#!/bin/sh\nexec {apache.java()} -cp "{apache.ensure(print)}/*" '
+                    f'-Dlog4j.configuration=file:{tmp_path / "log4j.properties"} '
                     'org.apache.kafka.tools.TopicCommand "$@"\n')
     shim.chmod(0o755)
     topic = f"grow-{uuid.uuid4().hex[:6]}"

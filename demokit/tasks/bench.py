@@ -69,4 +69,14 @@ def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str =
         raise UserError(f"orders lost or shipped twice under: {', '.join(bad)} (see the table)", NOT_READY)
 
 
-ns = Collection("bench", load, pipeline, metrics, faults)
+@task(help={"rounds": "starts of each broker, interleaved (3)"})
+def brokers(c: Context, rounds: int = 3) -> None:
+    """Tansu beside Apache Kafka: start time and memory, side by side."""
+    from benchmarks.broker_bench import main
+
+    if rounds < 1:
+        raise UserError("--rounds must be at least 1; e.g. --rounds 3", USAGE)
+    main(int(rounds))
+
+
+ns = Collection("bench", load, pipeline, metrics, faults, brokers)
