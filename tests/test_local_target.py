@@ -136,6 +136,22 @@ def test_the_local_target_on_apache_kafka(tmp_path: Path) -> None:
         doctor = target.run("doctor", "--target", "local", "--json")
         checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
         assert "broker: Apache Kafka 3.9.1" in checks["the stack answers"]["detail"]
+
+        # The processor's group committed beyond the topic's end (what a topic deleted and created again leaves).
+        from confluent_kafka import Consumer, TopicPartition
+
+        from demokit.supervise import Supervisor
+
+        Supervisor(target.state).rpc().supervisor.stopProcess("order-processor", True)
+        group = Consumer({"bootstrap.servers": f"127.0.0.1:{target.ports['broker']}", "group.id": "order-processor",
+                          "enable.auto.commit": False})
+        group.commit(offsets=[TopicPartition("order.created", 0, 500)], asynchronous=False)
+        group.close()
+        doctor = target.run("doctor", "--target", "local", "--json")
+        check = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}["the processor's group is consuming"]
+        assert doctor.returncode == 4 and not check["ok"]
+        assert "committed beyond the end: order.created[0] committed 500, end" in check["detail"], check
+        assert "--reset-offsets" in check["fix"] and "restart the processor" in check["fix"]
     finally:
         target.run("teardown", "--target", "local", "--purge")
 
