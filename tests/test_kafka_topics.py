@@ -43,6 +43,7 @@ def _delete(bootstrap: str, topic: str) -> None:
     until(lambda: holds(topic not in admin.list_topics(timeout=5).topics), 60, f"{topic} deleted")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("partitions", [3, 1], ids=["as before", "fewer partitions"])
 def test_a_deleted_and_recreated_topic_does_not_stall_the_processor(broker: KafkaBroker, database_url: str,
                                                                      log_dir: Path, partitions: int) -> None:
@@ -66,6 +67,7 @@ def test_a_deleted_and_recreated_topic_does_not_stall_the_processor(broker: Kafk
         stack.stop()
 
 
+@pytest.mark.slow
 def test_more_partitions_are_consumed_without_a_restart(broker: KafkaBroker, database_url: str,
                                                         log_dir: Path) -> None:
     stack = AppStack(broker.bootstrap, database_url, log_dir, partitions=1, order_env=NO_REPUBLISH).start()

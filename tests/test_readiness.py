@@ -10,6 +10,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
+
 from demokit.probes import free_port, holds, http_ok, until
 from tests.helpers import Broker, KafkaBroker, Postgres, order_body, request, service
 
@@ -24,6 +26,7 @@ def _waited(url: str) -> float:
     return float(found.group(1)) if code == 503 and found else 0.0
 
 
+@pytest.mark.slow
 def test_order_and_catalogue_wait_for_a_database_that_comes_late(broker: Broker, log_dir: Path) -> None:
     """They used to exit after 15 s without their database: a PostgreSQL restart put them in CrashLoopBackOff."""
     pg = Postgres(log_dir)  # made, not started yet: nothing listens on its port
