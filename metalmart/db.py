@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -258,6 +259,7 @@ class Opener:
         """Start trying, and give the first tries up to `settle_s` before the service starts serving: a database that
         is there is ready before the first request, and one that is not is waited for in the background."""
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task.add_done_callback(self._fatal)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ready.wait(), settle_s)
 
@@ -278,6 +280,14 @@ class Opener:
             await self.then()
         self.ready.set()
         log.info("database ready after %.1f s", time.monotonic() - self.since)
+
+    @staticmethod
+    def _fatal(task: asyncio.Task[None]) -> None:
+        """Anything but an unavailable database (a schema the database refuses, a bug) ends the process, as a failed
+        start always did: waiting would not mend it, and a crash loop shows it."""
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("could not open the database: %r", task.exception())
+            os._exit(3)
 
     async def check(self) -> None:
         """For /ready: the database is migrated and answers now."""
