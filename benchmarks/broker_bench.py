@@ -33,7 +33,7 @@ def _one(kind: type, logs: Path) -> dict[str, float]:
     ready = time.perf_counter() - t0
     rss_ready = _rss(broker.proc.popen.pid)
     ensure_topic(broker.bootstrap, "bench", 1)
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "log_level": 0})
     for i in range(2000):
         producer.produce("bench", value=f"m{i}".encode())
         producer.poll(0)
