@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests need from Debian's packages when it is missing: PostgreSQL (a real server for the
-# order service's tests), Chromium (the storefront's browser test), and Buildah, Podman with runc and debootstrap
-# (the app image built for real over a stand-in base, and run). Nothing is started here; the tests start
+# order service's tests), Chromium (the storefront's browser test), Java 17 (Apache Kafka, the tests' broker),
+# Buildah, Podman with runc and debootstrap (the app image built for real over a stand-in base, and run), and
+# qemu-user-static with binfmt-support (the same build for linux/arm64, where the kernel allows it). Nothing is started here; the tests start
 # private instances on 127.0.0.1.
 set -euo pipefail
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+# Java for Apache Kafka, the tests' broker (its jars come from Maven Central; demokit/kafka/apache.py).
+command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jre-headless)
 for tool in buildah podman runc debootstrap; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
