@@ -31,9 +31,10 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
 def test_the_role_names_the_dockerfile_and_the_context_minikube_sends_holds_it() -> None:
     """Without --file minikube adds the Dockerfile back only if .dockerignore lets it through."""
     tasks = yaml.safe_load((ROOT / "roles/images/tasks/main.yml").read_text())
-    build = next(t for block in tasks if "block" in block for t in block["block"] if "image, build" in str(t) or
-                 "build" in t.get("ansible.builtin.command", {}).get("argv", []))
+    inner = [t for block in tasks for t in block.get("block", [])]
+    build = next(t for t in inner if t["name"] == "Build the app image into minikube")
     argv = build["ansible.builtin.command"]["argv"]
+    assert argv[:3] == ["minikube", "image", "build"]
     assert argv[argv.index("--file") + 1] == "{{ images_dockerfile }}"
     defaults = yaml.safe_load((ROOT / "roles/images/defaults/main.yml").read_text())
     assert defaults["images_dockerfile"] == DOCKERFILE
