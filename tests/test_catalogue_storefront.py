@@ -42,6 +42,8 @@ def shop(broker: Broker, tmp_path: Path, log_dir: Path) -> Iterator[tuple[AppSta
                                    "CATALOGUE_URL": f"http://127.0.0.1:{cat_port}", "DEMO_MODE": "true"},
                     log_dir).start()
     base = f"http://127.0.0.1:{front_port}"
+    # The storefront is ready without its services (its pages say when they are away): wait for each.
+    until(lambda: http_ok(f"http://127.0.0.1:{cat_port}/ready"), 30, "catalogue")
     until(lambda: http_ok(f"{base}/ready"), 30, "storefront")
     yield stack, base, catalogue
     front.stop()
