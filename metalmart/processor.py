@@ -56,6 +56,7 @@ class PartitionState:
     finished: set[int] = field(default_factory=set)
     commit_at: int | None = None  # the next offset to commit (last finished in order + 1), not yet committed
     active: bool = True
+    last: int = -1  # the highest offset received
 
 
 class OffsetTracker:
@@ -68,8 +69,17 @@ class OffsetTracker:
 
     def received(self, topic: str, partition: int, offset: int) -> PartitionState:
         with self._lock:
-            state = self._parts.setdefault((topic, partition), PartitionState())
+            state = self._parts.get((topic, partition))
+            if state is not None and offset <= state.last:
+                # The partition's offsets went back: its topic was deleted and created again under us (or the
+                # group's position was reset). What the old numbering had in flight must not mix with the new one's
+                # commit points; those orders are processed all the same, and their offsets are never committed.
+                state.active = False
+                state = None
+            if state is None:
+                state = self._parts[(topic, partition)] = PartitionState()
             state.received.append(offset)
+            state.last = offset
             return state
 
     def finished(self, state: PartitionState, offset: int) -> None:

@@ -88,7 +88,8 @@ def test_workloads_are_named_after_the_services_and_wired_together(objects: Obje
     assert "EXTERNAL://127.0.0.1:19094" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
     topic_job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].startswith("kafka-topic"))
     command = topic_job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("--partitions") + 1] == "3" and "--if-not-exists" in command
+    assert command[:2] == ["/bin/sh", "-c"] and "--create --if-not-exists --partitions 3 " in command[2]
+    assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", "a missing topic is reported, never made"
     assert _by(docs, "Service")["storefront"]["spec"]["type"] == "NodePort"
 
 

@@ -61,3 +61,19 @@ def test_readme_names_the_line_of_the_demo_breakpoint() -> None:
     assert 'log.info("received order message' in line
     source, start = inspect.getsourcelines(processor.OrderProcessor.handle_order_message)
     assert start <= int(match.group(1)) < start + len(source)
+
+
+def test_offsets_that_go_back_start_a_new_numbering() -> None:
+    """A topic deleted and created again under the processor: the old topic's orders still in flight must not mix
+    their commit points with the new topic's (the same offsets mean other messages now)."""
+    tracker = OffsetTracker()
+    old = {off: tracker.received("t", 0, off) for off in (20, 21, 22)}
+    tracker.finished(old[22], 22)  # 20 and 21 still in flight when the topic comes back empty
+    new = {off: tracker.received("t", 0, off) for off in (0, 1, 2)}
+    for off in (0, 1, 2):
+        tracker.finished(new[off], off)
+    assert _commits(tracker) == {0: 3}, "the new numbering commits as its own"
+    tracker.finished(old[20], 20)
+    tracker.finished(old[21], 21)
+    assert _commits(tracker) == {}, "the old numbering's late finishers are never committed"
+    assert tracker.inflight == 0
