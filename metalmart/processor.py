@@ -118,6 +118,12 @@ class OffsetTracker:
                 if state is not None:
                     state.active = False
 
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Each partition's numbering as /health shows it: in flight, finished out of order, next commit point."""
+        with self._lock:
+            return {f"{t}[{p}]": {"in_flight": len(s.received) - len(s.finished), "last": s.last,
+                                  "commit_at": s.commit_at} for (t, p), s in self._parts.items()}
+
     @property
     def inflight(self) -> int:
         with self._lock:
@@ -207,6 +213,11 @@ class OrderProcessor:
         kept = []
         for tp in offsets:
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high < 0:  # nothing fetched from it yet (a topic just created again): ask the broker
+                try:
+                    _low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0) or (-1, -1)
+                except Exception:  # the broker does not answer: commit; a failed commit is handled
+                    high = -1
             if high >= 0 and tp.offset > high:
                 log.warning("not committing %s[%d] at %d: the partition ends at %d (the topic was deleted and "
                             "created again?)", tp.topic, tp.partition, tp.offset, high)
@@ -388,6 +399,7 @@ def health_app(proc: OrderProcessor) -> web.Application:
                                   "received": c.received, "shipped": c.shipped, "gave_up": c.gave_up,
                                   "malformed": c.malformed, "already_done": c.already_done, "commits": c.commits,
                                   "assigned": sorted(f"{t}[{p}]" for t, p in proc.assigned),
+                                  "partitions": proc.tracker.describe(),
                                   "demo_mode": proc.settings.demo_mode})
 
     async def ready(_: web.Request) -> web.Response:

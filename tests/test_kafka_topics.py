@@ -57,9 +57,13 @@ def test_a_deleted_and_recreated_topic_does_not_stall_the_processor(broker: Kafk
         after = post_orders(stack.base, _emails(10))
         stack.wait_shipped(70, timeout=120)
         assert stack.processor.alive(), "recovered by itself, without a restart"
-        until(lambda: holds(stack.processor_health()["commits"] > 0 and sum(
-            c for c, _ in _committed_within_log(broker.bootstrap, stack.topic, stack.group).values()) == 10), 30,
-            "the new topic's offsets committed, and nothing beyond its end")
+        try:
+            until(lambda: holds(stack.processor_health()["commits"] > 0 and sum(
+                c for c, _ in _committed_within_log(broker.bootstrap, stack.topic, stack.group).values()) == 10), 30,
+                "the new topic's offsets committed, and nothing beyond its end")
+        except Exception as exc:
+            raise AssertionError(f"{exc}; the processor: {stack.processor_health()}; committed: "
+                                 f"{_committed_within_log(broker.bootstrap, stack.topic, stack.group)}") from exc
         rows = sql(stack.database_url, "SELECT COUNT(DISTINCT order_id) AS n FROM order_status_history "
                                        "WHERE status = 'shipped'")
         assert int(rows[0]["n"]) == len(before) + len(after)
