@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from demokit.kafka import ensure_topic
 from demokit.probes import holds, until
@@ -124,9 +125,11 @@ def test_orders_answered_while_the_broker_is_down_are_published_when_it_is_back(
         # The outage lasts until the relay's deliveries have timed out: it then starts a new producer session and
         # sends them again, which is what must reach the broker once it is back.
         until(lambda: holds(stack.stats()["outbox_delivery_failures"] >= 30), 60, "the relay's deliveries timed out")
-        # Tansu keeps topics in memory: after a restart the topic must be created again. Apache Kafka keeps it.
+        # Tansu keeps topics in memory: after a restart the topic must be created again (unless the relay's producer
+        # made it first, with Tansu's own partition count). Apache Kafka keeps it.
         broker.start()
-        ensure_topic(broker.bootstrap, stack.topic, 3)
+        if stack.topic not in AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics:
+            ensure_topic(broker.bootstrap, stack.topic, 3)
         until(lambda: _outbox_empty(stack), 60, "outbox drained")
         keys = [m.key().decode() for m in read_topic(broker.bootstrap, stack.topic, 30)]
         assert sorted(keys) == sorted(o["id"] for _, o in during)
@@ -151,7 +154,8 @@ def test_an_event_the_broker_lost_is_published_again_and_ships_once(database_url
         orders = post_orders(stack.base, _emails(6))
         until(lambda: _outbox_empty(stack), 30, "events published (acknowledged by the broker)")
         broker.restart(signal.SIGKILL)  # its memory storage starts empty
-        ensure_topic(broker.bootstrap, stack.topic, 3)
+        if stack.topic not in AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics:
+            ensure_topic(broker.bootstrap, stack.topic, 3)  # unless the relay's producer made it first
         stack.start_processor()
         stack.wait_shipped(6, timeout=90)
         stats = stack.stats()
