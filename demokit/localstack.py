@@ -81,8 +81,9 @@ class LocalStack:
 
     @property
     def broker_name(self) -> str:
-        """What `status` and `doctor` call the broker that runs."""
-        return describe(self.target) if self.kafka else ""
+        """What `status` and `doctor` call the broker that runs (local_kafka checked first)."""
+        _ = self.kafka
+        return describe(self.target)
 
     def kafka_node(self) -> apache.Node:
         """The Apache Kafka node of local_kafka: apache (its controller listens on local_ports.kafka_controller,

@@ -37,6 +37,11 @@ def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
             "--storage-engine", "memory://tansu/"]
 
 
+def _code(exc: KafkaException) -> int | None:
+    """The Kafka error code inside a KafkaException, if it carries one."""
+    return getattr(exc.args[0], "code", lambda: None)() if exc.args else None
+
+
 def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 10.0) -> bool:
     """Create the topic when missing, or give it more partitions when it has fewer than `partitions`; True when it
     was created. Kafka cannot take partitions away: fewer is a UserError naming both counts."""
@@ -51,7 +56,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 1
             try:
                 admin.create_partitions([NewPartitions(topic, partitions)])[topic].result(timeout=timeout)
             except KafkaException as exc:
-                if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError._UNSUPPORTED_FEATURE:
+                if _code(exc) == KafkaError._UNSUPPORTED_FEATURE:
                     raise UserError(f"the broker at {bootstrap} cannot add partitions to {topic} (it has {have}, the "
                                     f"inventory asks for {partitions}); Tansu keeps topics in memory: ./run teardown, "
                                     "then ./run fresh-start makes it anew", USAGE) from None
@@ -61,7 +66,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 1
     try:
         future.result(timeout=timeout)
     except KafkaException as exc:
-        if exc.args and getattr(exc.args[0], "code", lambda: None)() == 36:  # TOPIC_ALREADY_EXISTS: a race, fine
+        if _code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:  # a race, fine
             return False
         raise
     return True
