@@ -78,6 +78,9 @@ class Collector:
         shown = {name: topic_role(name, self.topic) for name in meta.topics}
         shown = {k: v for k, v in shown.items() if v is not None}
         partitions = [TopicPartition(name, p) for name in shown for p in meta.topics[name].partitions]
+        # The groups' committed offsets are read before the partitions' ends: a commit made between the two reads
+        # would otherwise show as beyond an end that had already moved on.
+        committed = self._committed(set(shown))
         ends: dict[tuple[str, int], int] = {}
         if partitions:
             futures = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions},
@@ -90,9 +93,10 @@ class Collector:
             parts = [{"partition": p, "end_offset": ends[(name, p)]} for p in sorted(meta.topics[name].partitions)]
             topics.append({"name": name, "role": role, "splits": original if role != "original" else None,
                            "partitions": parts, "end_offset_total": sum(x["end_offset"] for x in parts)})
-        return topics, self._groups(set(shown), ends)
+        return topics, self._groups(set(shown), committed, ends)
 
-    def _groups(self, shown: set[str], ends: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
+    def _committed(self, shown: set[str]) -> dict[str, tuple[Any, dict[tuple[str, int], int]]]:
+        """Each group's description (None when it could not be read) and committed offsets on the shown topics."""
         listed = self.admin.list_consumer_groups(request_timeout=self.timeout).result()
         names = {g.group_id for g in listed.valid} | {self.group}
         described: dict[str, Any] = {}
@@ -103,14 +107,20 @@ class Collector:
         for name in sorted(names):  # the API takes one group a request
             offsets.update(self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(name)],
                                                                   request_timeout=self.timeout))
-        groups = []
+        found: dict[str, tuple[Any, dict[tuple[str, int], int]]] = {}
         for name in sorted(names):
             committed: dict[tuple[str, int], int] = {}
             with contextlib.suppress(KafkaException):
                 for tp in offsets[name].result().topic_partitions:
                     if tp.topic in shown and tp.offset >= 0:
                         committed[(tp.topic, tp.partition)] = tp.offset
-            desc = described.get(name)
+            found[name] = (described.get(name), committed)
+        return found
+
+    def _groups(self, shown: set[str], found: dict[str, tuple[Any, dict[tuple[str, int], int]]],
+                ends: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
+        groups = []
+        for name, (desc, committed) in found.items():
             assigned = set()
             members = 0
             if desc is not None:
