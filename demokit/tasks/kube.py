@@ -8,7 +8,7 @@ from pathlib import Path
 
 from invoke import Context
 
-from demokit import controlplane, kubebuild
+from demokit import controlplane, kubebuild, node
 from demokit.cli import task
 from demokit.errors import USAGE, UserError
 from demokit.targets import ROOT
@@ -25,14 +25,16 @@ def plane() -> controlplane.ControlPlane:
 @task(optional_positional="action", help={"action": "start | stop | status (the default) | env",
                                           "json": "status: print JSON only"})
 def cluster(c: Context, action: str = "status", json: bool = False) -> None:
-    """A local Kubernetes control plane (etcd, API server, controllers, scheduler, kwok nodes) for the testcluster
-    target; the first start builds its binaries from pinned Go modules (a few minutes, then cached)."""
+    """A local Kubernetes control plane (etcd, API server, controllers, scheduler, kwok nodes, and a real node where
+    the machine allows one) for the testcluster target; the first start builds its binaries from pinned Go modules
+    (a few minutes, then cached)."""
     if action not in ACTIONS:
         raise UserError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, e.g. ./run cluster start", USAGE)
     cp = plane()
     if action == "start":
         if not cp.start(say):
             say(f"the control plane is already running at {cp.server}; nothing to do")
+        cp.start_node(say)
         say("next: ./run fresh-start --target testcluster")
     elif action == "stop":
         if not cp.stop(say):
@@ -44,6 +46,7 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
         data = {"running": running, "server": cp.server if running else None,
                 "kubeconfig": str(cp.kubeconfig) if running else None, "context": cp.context,
                 "processes": {n: p["statename"] for n, p in cp.supervisor.processes().items()},
+                "node": {n: p["statename"] for n, p in node.Node(cp.dir).supervisor.processes().items()},
                 "binaries": {comp.name: str(kubebuild.binary(comp.name)) if kubebuild.binary(comp.name).is_file()
                              else None for comp in kubebuild.COMPONENTS}}
         if json:
@@ -55,6 +58,8 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
             out.print(f"control plane at {cp.server}, context {cp.context}, kubeconfig {cp.kubeconfig}")
         for name, state in data["processes"].items():
             out.print(f"  {name:<24} {state}")
+        for name, state in data["node"].items():
+            out.print(f"  {name:<24} {state} (real node {node.NAME})")
 
 
 TASKS = {"cluster": cluster}

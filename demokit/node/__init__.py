@@ -1,0 +1,458 @@
+"""A real node beside the test control plane's kwok nodes: containerd (Debian's, with runc and the standard CNI
+plugins), a kubelet, kube-proxy and CoreDNS as host processes under a supervisord of their own, so that pods really
+start, probes really run, Services route and names resolve.
+
+One node per machine: it owns a bridge (`mmbr0`), the node address and the pod and Service ranges, all from
+198.18.0.0/15 (reserved for benchmarking; the traffic stays on the bridge). Pods go to it only from namespaces
+annotated with `NODE_SELECTOR` (the API server's PodNodeSelector plugin sends every other namespace to the kwok
+nodes), so the tests that only need the API keep kwok's speed.
+
+`stop` leaves nothing behind: the pods are stopped through the CRI (their network namespaces and links go with
+them), then the processes, every mount under the node's folders, the bridge, kube-proxy's iptables chains, the
+kubelet's cgroups and the sysctl it set. containerd's image store is kept in the cache folder, so a second start
+imports nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from demokit import kubebuild, probes
+from demokit.errors import NOT_READY, UserError
+from demokit.supervise import Program, Supervisor, tail
+
+Say = Callable[[str], None]
+NAME = "metalmart-node"
+BRIDGE = "mmbr0"
+POD_CIDR = "198.18.16.0/20"
+# The bridge's one IPv4 address (the CNI bridge plugin allows no second) is the pods' gateway and the node's address:
+# the kubelet, kube-proxy's node ports and CoreDNS listen on it.
+NODE_IP = POD_GATEWAY = "198.18.16.1"
+NODE_PREFIX = 20
+SERVICE_CIDR = "198.19.0.0/16"
+KWOK_POD_CIDR = "198.18.32.0/20"  # what kwok hands out (never routed)
+CLUSTER_DOMAIN = "cluster.local"
+LABEL = ("metalmart.metalbear.co/node", "real")
+NODE_SELECTOR = f"{LABEL[0]}={LABEL[1]}"
+KWOK_SELECTOR = "type=kwok"
+CGROUP_ROOT = "/metalmart-node"
+CNI_BIN = Path("/usr/lib/cni")
+PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", "conntrack": "conntrack",
+            "ip": "iproute2"}
+NODE_BINARIES = ("kubelet", "kube-proxy", "coredns", "crictl")
+LOCK = Path("/run/metalmart-node.json")  # which folder the machine's one node belongs to
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("METALMART_NODE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "metalmart", "node")
+    return Path(base)
+
+
+def unavailable() -> str | None:
+    """Why a real node cannot run on this machine (None when it can)."""
+    if platform.system() != "Linux":
+        return f"a real node needs Linux (this is {platform.system()})"
+    if os.geteuid() != 0:
+        return "a real node needs root (network, mounts and cgroups)"
+    absent = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
+    if not (CNI_BIN / "bridge").is_file():
+        absent.append("containernetworking-plugins")
+    if absent:
+        return f"a real node needs {', '.join(absent)} (apt-get install {' '.join(absent)})"
+    if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        return "a real node needs the kernel's br_netfilter (modprobe br_netfilter)"
+    if os.environ.get("METALMART_NODE", "").lower() in ("0", "off", "false", "no"):
+        return "METALMART_NODE=off"
+    owner = _owner()
+    if owner is not None:
+        return f"this machine's real node already belongs to the control plane in {owner}"
+    return None
+
+
+def _owner() -> str | None:
+    """The folder of the control plane whose node runs, when its supervisord is alive."""
+    try:
+        held = json.loads(LOCK.read_text())
+    except (OSError, ValueError):
+        return None
+    if Supervisor(Path(held["dir"])).up():
+        return str(held["dir"])
+    return None
+
+
+def _run(*argv: str, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, **kw)
+    if check and done.returncode != 0:
+        raise UserError(f"{' '.join(argv[:3])} failed: {(done.stderr or done.stdout).strip()[-300:]}", NOT_READY)
+    return done
+
+
+@dataclass(frozen=True)
+class Node:
+    """The node of the control plane in `plane_dir` (its certificates and API server); its own files in
+    `plane_dir/node`."""
+
+    plane_dir: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.plane_dir / "node"
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.dir)
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd.sock"
+
+    @property
+    def store(self) -> Path:
+        """containerd's root (image content and snapshots), kept across starts."""
+        return cache_dir() / "containerd"
+
+    def running(self) -> bool:
+        procs = self.supervisor.processes()
+        return bool(procs) and all(p["statename"] == "RUNNING" for p in procs.values())
+
+    def crictl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return _run(str(kubebuild.binary("crictl")), "--runtime-endpoint", f"unix://{self.socket}",
+                    "--image-endpoint", f"unix://{self.socket}", "--timeout", "60s", *args, check=check,
+                    timeout=timeout)
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return _run("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args, check=check,
+                    timeout=timeout)
+
+    # -- files --
+
+    def _containerd_config(self) -> str:
+        d = self.dir
+        return f"""version = 2
+root = "{self.store}"
+state = "{d / 'containerd-state'}"
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{d / 'containerd.sock.ttrpc'}"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d / 'opt'}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  enable_unprivileged_ports = false
+  # No CAP_SYS_RESOURCE here: an OOM score below containerd's own (the kubelet asks -998 for a sandbox) is refused.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "{shutil.which('runc')}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{d / 'cni'}"
+"""
+
+    def _cni(self) -> dict[str, Any]:
+        return {"cniVersion": "0.4.0", "name": "metalmart", "plugins": [{
+            "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR, "gateway": POD_GATEWAY}]],
+                     "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.dir / "cni-ipam")}}]}
+
+    def _kubelet_config(self, ports: dict[str, int], ca: Path) -> dict[str, Any]:
+        return {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "address": NODE_IP, "port": ports["kubelet"], "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": ports["kubelet_healthz"],
+            "authentication": {"x509": {"clientCAFile": str(ca)}, "webhook": {"enabled": True},
+                               "anonymous": {"enabled": False}},
+            "authorization": {"mode": "Webhook"},
+            "cgroupDriver": "cgroupfs", "cgroupRoot": CGROUP_ROOT, "failSwapOn": False, "failCgroupV1": False,
+            "clusterDNS": [NODE_IP], "clusterDomain": CLUSTER_DOMAIN, "resolvConf": str(self.dir / "resolv.conf"),
+            "containerRuntimeEndpoint": f"unix://{self.socket}", "podCIDR": POD_CIDR,
+            "serializeImagePulls": False, "registerNode": True, "maxPods": 60,
+            # Images are imported, never pulled: the kubelet must not collect them when the disk fills.
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+            "syncFrequency": "10s", "fileCheckFrequency": "0s", "httpCheckFrequency": "0s",
+            "nodeStatusReportFrequency": "10s", "shutdownGracePeriod": "0s",
+        }
+
+    def _proxy_config(self, ports: dict[str, int]) -> dict[str, Any]:
+        return {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.dir / "kube-proxy.kubeconfig")},
+            "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NAME,
+            "bindAddress": NODE_IP, "healthzBindAddress": f"127.0.0.1:{ports['proxy_healthz']}",
+            "metricsBindAddress": f"127.0.0.1:{ports['proxy_metrics']}",
+            "nodePortAddresses": [f"{NODE_IP}/32"],
+            # Neither conntrack sysctls nor route_localnet: nothing the node does not put back.
+            "conntrack": {"maxPerCore": 0, "min": 0},
+            "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
+        }
+
+    def _corefile(self, kubeconfig: Path, port: int) -> str:
+        return f""".:53 {{
+    bind {NODE_IP}
+    errors
+    health 127.0.0.1:{port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} metalmart-kube
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+"""
+
+    def programs(self, ports: dict[str, int]) -> list[Program]:
+        d, bins = self.dir, {n: str(kubebuild.binary(n)) for n in NODE_BINARIES}
+        return [
+            Program("containerd", ["containerd", "--config", str(d / "containerd.toml")], stopwaitsecs=20),
+            Program("kubelet", [bins["kubelet"], "--config", str(d / "kubelet.yaml"),
+                                "--kubeconfig", str(d / "kubelet.kubeconfig"), "--root-dir", str(d / "kubelet"),
+                                "--cert-dir", str(d / "kubelet-pki"), "--hostname-override", NAME,
+                                "--node-ip", NODE_IP, "--node-labels", NODE_SELECTOR, "--v", "1"],
+                    stopwaitsecs=20),
+            Program("kube-proxy", [bins["kube-proxy"], "--config", str(d / "kube-proxy.yaml"), "--v", "1"]),
+            Program("coredns", [bins["coredns"], "-conf", str(d / "Corefile")]),
+        ]
+
+    # -- lifecycle --
+
+    def start(self, plane: Any, say: Say) -> bool:
+        """Bring the node up and joined to `plane` (a running ControlPlane); False when it already runs."""
+        if self.running():
+            return False
+        why = unavailable()
+        if why:
+            raise UserError(why, NOT_READY)
+        kubebuild.ensure(say, NODE_BINARIES)
+        t0 = time.monotonic()
+        self.stop(lambda _m: None)
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        LOCK.write_text(json.dumps({"dir": str(d)}))
+        ports = {n: probes.free_port() for n in ("kubelet", "kubelet_healthz", "proxy_healthz", "proxy_metrics",
+                                                  "dns_health")}
+        (d / "ports.json").write_text(json.dumps(ports))
+        plane.issue_client(d / "pki", "kubelet", f"system:node:{NAME}", "system:nodes")
+        plane.issue_client(d / "pki", "kube-proxy", "system:kube-proxy", "system:node-proxier")
+        plane.issue_client(d / "pki", "coredns", "coredns", "system:masters")
+        for user in ("kubelet", "kube-proxy", "coredns"):
+            path = d / f"{user}.kubeconfig"
+            path.write_text(plane.kubeconfig_for(d / "pki", user))
+            path.chmod(0o600)
+        (d / "containerd.toml").write_text(self._containerd_config())
+        (d / "cni").mkdir(exist_ok=True)
+        (d / "cni" / "10-metalmart.conflist").write_text(json.dumps(self._cni(), indent=2))
+        (d / "resolv.conf").write_text(_host_resolv())
+        (d / "kubelet.yaml").write_text(yaml.safe_dump(self._kubelet_config(ports, plane.pki / "ca.crt")))
+        (d / "kube-proxy.yaml").write_text(yaml.safe_dump(self._proxy_config(ports)))
+        (d / "Corefile").write_text(self._corefile(d / "coredns.kubeconfig", ports["dns_health"]))
+        self._network_up()
+        _make_cgroups(CGROUP_ROOT)
+        sup = self.supervisor
+        sup.launch(self.programs(ports), server=plane.server)
+        try:
+            sup.start(["containerd"])
+            self._until(lambda: self.crictl("info", timeout=10), 30, "containerd")
+            from demokit.node import images
+
+            images.ensure_pause(self, say)
+            images.ensure_services(self, say)
+            sup.start(["kubelet", "kube-proxy", "coredns"])
+            self._until(lambda: self._ready(plane, ports), 60, f"node {NAME} Ready, DNS answering")
+        except BaseException:
+            self.stop(lambda _m: None)
+            raise
+        say(f"real node {NAME} up in {time.monotonic() - t0:.1f} s (address {NODE_IP}, pods {POD_CIDR}, "
+            f"Services {SERVICE_CIDR})")
+        return True
+
+    def _ready(self, plane: Any, ports: dict[str, int]) -> None:
+        from kubernetes import client
+
+        node = client.CoreV1Api(plane.api()).read_node(NAME)
+        if not any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or [])):
+            raise probes.NotReady(f"node {NAME} is not Ready yet")
+        probes.http_ok(f"http://127.0.0.1:{ports['dns_health']}/health")
+        probes.http_ok(f"http://127.0.0.1:{ports['proxy_healthz']}/healthz")
+
+    def _until(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        def alive_then_check() -> Any:
+            for name, info in self.supervisor.processes().items():
+                if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
+                    raise UserError(f"{name} is {info['statename']}", NOT_READY)
+            return check()
+
+        try:
+            return probes.until(alive_then_check, timeout, what)
+        except (UserError, probes.NotReady) as exc:
+            logs = "\n".join(f"{n}:\n{tail(self.supervisor.log_path(n), 8)}" for n in
+                             ("containerd", "kubelet", "kube-proxy", "coredns")
+                             if self.supervisor.log_path(n).exists())
+            raise UserError(f"the real node did not come up: {exc}\n{logs}", NOT_READY) from None
+
+    def _network_up(self) -> None:
+        links = _run("ip", "-j", "link", "show").stdout
+        if BRIDGE not in {link["ifname"] for link in json.loads(links)}:
+            _run("ip", "link", "add", BRIDGE, "type", "bridge")
+        addrs = json.loads(_run("ip", "-j", "addr", "show", "dev", BRIDGE).stdout)
+        if not any(a.get("local") == NODE_IP for a in addrs[0].get("addr_info", [])):
+            _run("ip", "addr", "add", f"{NODE_IP}/{NODE_PREFIX}", "dev", BRIDGE)
+        _run("ip", "link", "set", BRIDGE, "up")
+        forward = Path("/proc/sys/net/ipv4/ip_forward")
+        saved = self.dir / "ip_forward.saved"
+        if not saved.exists():
+            saved.write_text(forward.read_text())
+        forward.write_text("1\n")
+
+    def stop(self, say: Say) -> bool:
+        """Everything the node made, gone; True when anything was running."""
+        sup = self.supervisor
+        was = sup.up()
+        if was:
+            with contextlib.suppress(Exception):
+                sup.rpc().supervisor.stopProcess("kubelet", True)
+            if kubebuild.binary("crictl").is_file() and self.socket.exists():
+                # Each sandbox stopped through the CRI: containerd calls CNI DEL, so links and addresses go too.
+                self.crictl("rmp", "--all", "--force", check=False, timeout=180)
+            sup.shutdown()
+        self._leftovers()
+        if kubebuild.binary("kube-proxy").is_file():
+            _run(str(kubebuild.binary("kube-proxy")), "--cleanup", check=False)
+        _remove_kubelet_chains()
+        if shutil.which("ip"):
+            _run("ip", "link", "delete", BRIDGE, check=False)
+        saved = self.dir / "ip_forward.saved"
+        if saved.exists():
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(saved.read_text())
+            saved.unlink()
+        _remove_cgroups(CGROUP_ROOT)
+        for transient in ("containerd-state", "kubelet", "cni-ipam", "opt"):
+            shutil.rmtree(self.dir / transient, ignore_errors=True)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(LOCK.read_text())["dir"] == str(self.dir):
+                LOCK.unlink()
+        if was:
+            say("stopped the real node")
+        return was
+
+    def _leftovers(self) -> None:
+        """containerd's shims (and their containers) outlive containerd: kill the ones of this node's socket, then
+        unmount whatever is still mounted under the node's folders, deepest first."""
+        mine = str(self.socket)
+        for proc in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                cmd = proc.info["cmdline"] or []
+                if cmd and "containerd-shim" in cmd[0] and mine in cmd:
+                    for child in proc.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            child.kill()
+                    proc.kill()
+        roots = (str(self.dir) + "/", str(self.store) + "/")
+        for point in sorted(_mounts(), key=len, reverse=True):
+            if point.startswith(roots):
+                _run("umount", "--lazy", point, check=False)
+
+
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+
+
+def _remove_kubelet_chains() -> None:
+    """The chains the kubelet makes (kube-proxy --cleanup takes away its own), and the rules that jump to them."""
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            rules = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
+            for rule in rules:
+                words = rule.split()
+                if words[:1] == ["-A"] and words[1] not in KUBELET_CHAINS and any(
+                        f"-j {c}" in rule for c in KUBELET_CHAINS):
+                    _run(tool, "-t", table, "-D", *words[1:], check=False)
+            for chain in KUBELET_CHAINS:
+                if f"-N {chain}" in rules:
+                    _run(tool, "-t", table, "-F", chain, check=False)
+                    _run(tool, "-t", table, "-X", chain, check=False)
+
+
+def _mounts() -> list[str]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        points.append(point)
+    return points
+
+
+def _make_cgroups(root: str) -> None:
+    """The kubelet's cgroup root in every hierarchy (it refuses to start without it)."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if (hierarchy / "cgroup.procs").exists():
+            (hierarchy / root.lstrip("/")).mkdir(exist_ok=True)
+
+
+def _remove_cgroups(root: str) -> None:
+    base = Path("/sys/fs/cgroup")
+    candidates = [base / root.lstrip("/")] + [d / root.lstrip("/") for d in base.iterdir() if d.is_dir()]
+    for top in candidates:
+        if not top.is_dir():
+            continue
+        for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
+def _host_resolv() -> str:
+    """The host's resolver settings without a loopback nameserver (a pod's 127.0.0.1 is its own)."""
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        lines = []
+    kept = [line for line in lines if not (line.startswith("nameserver") and ("127." in line or "::1" in line))]
+    return "\n".join(kept) + "\n"
+
+
+PAUSE_IMAGE = "localhost/metalmart-pause:1"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m demokit.node load DIR REF`: import REF (built in the image storage) into the node whose folder is DIR,
+    for the images role; prints {"changed": bool}."""
+    if len(argv) == 3 and argv[0] == "load":
+        from demokit.node import images
+
+        try:
+            changed = images.load_app(Node(Path(argv[1]).parent), argv[2],
+                                      lambda m: print(m, file=sys.stderr, flush=True))
+        except UserError as exc:
+            print(str(exc), file=sys.stderr)
+            return exc.code
+        print(json.dumps({"changed": changed}))
+        return 0
+    print("usage: python -m demokit.node load NODE_DIR IMAGE_REF", file=sys.stderr)
+    return 2
