@@ -212,13 +212,13 @@ state = "{d / 'containerd-state'}"
             "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
         }
 
-    def _corefile(self, kubeconfig: Path, port: int) -> str:
+    def _corefile(self, kubeconfig: Path, context: str, port: int) -> str:
         return f""".:53 {{
     bind {NODE_IP}
     errors
     health 127.0.0.1:{port}
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} metalmart-kube
+        kubeconfig {kubeconfig} {context}
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
     }}
@@ -270,7 +270,7 @@ state = "{d / 'containerd-state'}"
         (d / "resolv.conf").write_text(_host_resolv())
         (d / "kubelet.yaml").write_text(yaml.safe_dump(self._kubelet_config(ports, plane.pki / "ca.crt")))
         (d / "kube-proxy.yaml").write_text(yaml.safe_dump(self._proxy_config(ports)))
-        (d / "Corefile").write_text(self._corefile(d / "coredns.kubeconfig", ports["dns_health"]))
+        (d / "Corefile").write_text(self._corefile(d / "coredns.kubeconfig", plane.context, ports["dns_health"]))
         self._network_up()
         _make_cgroups(CGROUP_ROOT)
         sup = self.supervisor
