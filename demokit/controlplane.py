@@ -281,8 +281,8 @@ class ControlPlane:
     def start_node(self, say: Say) -> bool:
         """The real node joined to this (running) control plane where the machine allows one; where it cannot, one
         line says why and the kwok nodes carry on alone. True when a node runs."""
-        why = node.unavailable()
         real = node.Node(self.dir)
+        why = node.unavailable(real.dir)
         if real.running():
             return True
         if why:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need from Debian's packages when it is missing: PostgreSQL (a real server for the
 # order service's tests), Chromium (the storefront's browser test), Java 17 (Apache Kafka, the tests' broker),
-# Buildah, Podman with runc and debootstrap (the app image built for real over a stand-in base, and run), and
-# qemu-user-static with binfmt-support (the same build for linux/arm64, where the kernel allows it). Nothing is started here; the tests start
+# Buildah, Podman with runc and debootstrap (the app image built for real over a stand-in base, and run),
+# qemu-user-static with binfmt-support (the same build for linux/arm64, where the kernel allows it), and containerd,
+# the CNI plugins, iptables and conntrack (the test cluster's real node). Nothing is started here; the tests start
 # private instances on 127.0.0.1.
 set -euo pipefail
 
@@ -14,6 +15,13 @@ command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jr
 for tool in buildah podman runc debootstrap; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+# The real node beside the test control plane's kwok nodes (demokit/node): containerd with runc, the standard CNI
+# plugins, iptables and conntrack for kube-proxy.
+command -v containerd >/dev/null || missing+=(containerd)
+[ -e /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v conntrack >/dev/null || missing+=(conntrack)
+command -v ip >/dev/null || missing+=(iproute2)
 # An arm64 image build under emulation (an Apple Silicon minikube node's build), where the kernel allows it.
 [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || missing+=(qemu-user-static)
 command -v update-binfmts >/dev/null || missing+=(binfmt-support)

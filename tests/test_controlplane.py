@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from demokit import node
 from tests.helpers import ROOT, RUN
 
 pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
@@ -36,10 +37,32 @@ def test_start_status_env_and_stop(tmp_path: Path) -> None:
     assert set(status["processes"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                                         "kwok", "volumes"}
     assert exported == f"export KUBECONFIG={tmp_path / 'kube' / 'kubeconfig'}"
+    if node.unavailable() is None:
+        assert f"real node {node.NAME} up in" in started.stderr
+        assert status["node"] == dict.fromkeys(("containerd", "kubelet", "kube-proxy", "coredns"), "RUNNING")
+        assert "stopped the real node" in stopped.stderr
+        assert node.BRIDGE not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert stopped.returncode == 0 and "stopped the control plane" in stopped.stderr
     after = json.loads(_cluster("status", "--json", env=env).stdout)
-    assert after["running"] is False and after["processes"] == {}
+    assert after["running"] is False and after["processes"] == {} and after["node"] == {}
     assert "was not running" in _cluster("stop", env=env).stderr
+
+
+def test_where_no_real_node_can_run_one_line_says_why_and_the_kwok_node_takes_its_pods(tmp_path: Path) -> None:
+    env = {**os.environ, "METALMART_KUBE_DIR": str(tmp_path / "kube"), "METALMART_NODE": "off"}
+    try:
+        started = _cluster("start", env=env)
+        from kubernetes import client
+
+        from demokit.controlplane import NODE, ControlPlane
+
+        labels = client.CoreV1Api(ControlPlane(tmp_path / "kube").api()).read_node(NODE).metadata.labels
+    finally:
+        _cluster("stop", env=env)
+    assert started.returncode == 0, started.stderr
+    assert "no real node: METALMART_NODE=off; the kwok nodes run alone (and take the pods meant for it)" in \
+        started.stderr.splitlines()
+    assert labels.get(node.LABEL[0]) == node.LABEL[1], "the testcluster inventory's pods still find a node"
 
 
 def test_an_unknown_action_is_one_line() -> None:

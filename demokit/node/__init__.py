@@ -63,8 +63,9 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def unavailable() -> str | None:
-    """Why a real node cannot run on this machine (None when it can)."""
+def unavailable(mine: Path | None = None) -> str | None:
+    """Why a real node cannot run on this machine (None when it can); `mine`: the folder of the node asking, which
+    may take its own place back."""
     if platform.system() != "Linux":
         return f"a real node needs Linux (this is {platform.system()})"
     if os.geteuid() != 0:
@@ -79,7 +80,7 @@ def unavailable() -> str | None:
     if os.environ.get("METALMART_NODE", "").lower() in ("0", "off", "false", "no"):
         return "METALMART_NODE=off"
     owner = _owner()
-    if owner is not None:
+    if owner is not None and owner != str(mine):
         return f"this machine's real node already belongs to the control plane in {owner}"
     return None
 
@@ -245,7 +246,7 @@ state = "{d / 'containerd-state'}"
         """Bring the node up and joined to `plane` (a running ControlPlane); False when it already runs."""
         if self.running():
             return False
-        why = unavailable()
+        why = unavailable(self.dir)
         if why:
             raise UserError(why, NOT_READY)
         kubebuild.ensure(say, NODE_BINARIES)
@@ -440,9 +441,29 @@ def _host_resolv() -> str:
 PAUSE_IMAGE = "localhost/metalmart-pause:1"
 
 
+def prepare(say: Say) -> None:
+    """Where a node can run: its binaries and the stand-in images built ahead (the test setup calls it, so no test
+    waits for a cold build); where it cannot, one line says why."""
+    why = unavailable()
+    if why:
+        say(f"no real node here ({why}): the tests that need one will be skipped")
+        return
+    from demokit.node import images
+
+    kubebuild.ensure(say, NODE_BINARIES)
+    images.build_services(say)
+
+
 def main(argv: list[str]) -> int:
     """`python -m demokit.node load DIR REF`: import REF (built in the image storage) into the node whose folder is DIR,
-    for the images role; prints {"changed": bool}."""
+    for the metalmart_app role; prints {"changed": bool}. `python -m demokit.node prepare`: build ahead."""
+    if argv == ["prepare"]:
+        try:
+            prepare(lambda m: print(f"node: {m}", file=sys.stderr, flush=True))
+        except UserError as exc:
+            print(f"node: {exc}", file=sys.stderr)
+            return exc.code
+        return 0
     if len(argv) == 3 and argv[0] == "load":
         from demokit.node import images
 
@@ -454,5 +475,5 @@ def main(argv: list[str]) -> int:
             return exc.code
         print(json.dumps({"changed": changed}))
         return 0
-    print("usage: python -m demokit.node load NODE_DIR IMAGE_REF", file=sys.stderr)
+    print("usage: python -m demokit.node load NODE_DIR IMAGE_REF | prepare", file=sys.stderr)
     return 2

@@ -134,13 +134,19 @@ def _build(storage: standin.Storage, name: str, folder: Path, say: Say, extra: d
     return ref
 
 
+def build_services(say: Say) -> dict[str, str]:
+    """The Kafka and PostgreSQL stand-ins built in the image storage: {role variable: reference with recipe}."""
+    storage = standin.Storage()
+    lib = apache.ensure(say)
+    return {"kafka_image": _build(storage, KAFKA_IMAGE, FILES / "kafka", say, {"libs": lib}),
+            "postgres_image": _build(storage, POSTGRES_IMAGE, FILES / "postgres", say)}
+
+
 def ensure_services(node: Node, say: Say) -> dict[str, str]:
     """The Kafka and PostgreSQL stand-ins, built and in the node under their recipe's tag and the stable one
     (KAFKA_IMAGE, POSTGRES_IMAGE); returns {role variable: stable image}."""
     storage = standin.Storage()
-    lib = apache.ensure(say)
-    refs = {"kafka_image": _build(storage, KAFKA_IMAGE, FILES / "kafka", say, {"libs": lib}),
-            "postgres_image": _build(storage, POSTGRES_IMAGE, FILES / "postgres", say)}
+    refs = build_services(say)
     for ref in refs.values():
         if not has(node, ref):
             say(f"node: importing {ref}")
