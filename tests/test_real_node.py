@@ -212,7 +212,8 @@ def test_kafka_and_processor_pods_deleted_mid_load_lose_nothing_and_ship_nothing
         while not stop.is_set():
             polls += 1
             try:
-                with urllib.request.urlopen(f"{store}/", timeout=3) as resp:
+                # Reachable: it answers its page, if slowly while Kafka's JVM starts again on two cores.
+                with urllib.request.urlopen(f"{store}/", timeout=10) as resp:
                     if resp.status != 200:
                         misses.append(str(resp.status))
             except OSError as exc:
