@@ -104,10 +104,16 @@ def test_a_service_that_never_gets_ready_shows_its_log_and_everything_stops(tmp_
 
 
 def test_ctrl_c_during_start_up_stops_what_was_started(target: LocalTarget) -> None:
-    proc = target.start("fresh-start", "--target", "local")
-    until(lambda: holds(port_open("127.0.0.1", target.ports["broker"])), 30, "the broker started")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    # The interrupt is sent once the broker listens; on a loaded machine the whole start (a few seconds) can finish
+    # before it is handled, which says nothing about Ctrl-C: that attempt is torn down and made again.
+    for _attempt in range(3):
+        proc = target.start("fresh-start", "--target", "local")
+        until(lambda: holds(port_open("127.0.0.1", target.ports["broker"])), 30, "the broker started")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode != 0 or "smoke order shipped" not in err:
+            break
+        assert target.run("teardown", "--target", "local").returncode == 0
     assert proc.returncode == 130, err
     assert "stopping what was started" in err
     assert target.listening() == []
