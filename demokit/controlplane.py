@@ -33,8 +33,7 @@ from typing import Any
 import yaml
 
 from demokit import kubebuild, node, probes
-from demokit.errors import NOT_READY, UserError
-from demokit.supervise import Program, Supervisor, tail
+from demokit.supervise import Program, Supervisor
 
 Say = Callable[[str], None]
 CONTEXT = "metalmart-kube"
@@ -175,8 +174,7 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
     def running(self) -> bool:
-        procs = self.supervisor.processes()
-        return bool(procs) and all(p["statename"] == "RUNNING" for p in procs.values())
+        return self.supervisor.all_running()
 
     # -- programs --
 
@@ -282,9 +280,9 @@ class ControlPlane:
         """The real node joined to this (running) control plane where the machine allows one; where it cannot, one
         line says why and the kwok nodes carry on alone. True when a node runs."""
         real = node.Node(self.dir)
-        why = node.unavailable(real.dir)
         if real.running():
             return True
+        why = node.unavailable(real.dir)
         if why:
             say(f"no real node: {why}; the kwok nodes run alone (and take the pods meant for it)")
             from kubernetes import client
@@ -310,23 +308,8 @@ class ControlPlane:
         return was
 
     def _until(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
-        def alive_then_check() -> Any:
-            for name, info in self.supervisor.processes().items():
-                if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
-                    raise UserError(f"{name} is {info['statename']}", NOT_READY)
-            return check()
-
-        try:
-            return probes.until(alive_then_check, timeout, what)
-        except UserError as exc:
-            raise UserError(f"the control plane did not come up: {exc}\n{self._logs()}", NOT_READY) from None
-        except probes.NotReady as exc:
-            raise UserError(f"the control plane did not come up: {exc}\n{self._logs()}", NOT_READY) from None
-
-    def _logs(self) -> str:
-        return "\n".join(f"{name}:\n{tail(self.supervisor.log_path(name), 8)}"
-                         for name in ("etcd", "kube-apiserver", "kwok", "kube-controller-manager", "volumes")
-                         if self.supervisor.log_path(name).exists())
+        return self.supervisor.until(check, timeout, what, "the control plane did not come up",
+                                     ("etcd", "kube-apiserver", "kwok", "kube-controller-manager", "volumes"))
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import xmlrpc.client
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import psutil
 from supervisor.xmlrpc import SupervisorTransport
 
 from demokit import probes
+from demokit.errors import NOT_READY, UserError
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,28 @@ class Supervisor:
         if not self.up():
             return {}
         return {p["name"]: p for p in self.rpc().supervisor.getAllProcessInfo()}
+
+    def all_running(self) -> bool:
+        """supervisord is up and every one of its programs is RUNNING."""
+        procs = self.processes()
+        return bool(procs) and all(p["statename"] == "RUNNING" for p in procs.values())
+
+    def until(self, check: Callable[[], Any], timeout: float, what: str, failure: str,
+              logs: tuple[str, ...]) -> Any:
+        """`probes.until(check, ...)` that gives up at once when a program has died; either way one UserError
+        starting with `failure`, followed by the last lines of the `logs` programs' logs."""
+        def alive_then_check() -> Any:
+            for name, info in self.processes().items():
+                if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
+                    raise UserError(f"{name} is {info['statename']}", NOT_READY)
+            return check()
+
+        try:
+            return probes.until(alive_then_check, timeout, what)
+        except (UserError, probes.NotReady) as exc:
+            tails = "\n".join(f"{name}:\n{tail(self.log_path(name), 8)}" for name in logs
+                              if self.log_path(name).exists())
+            raise UserError(f"{failure}: {exc}\n{tails}", NOT_READY) from None
 
     def matches(self, programs: list[Program]) -> bool:
         """The running supervisord was started from exactly this configuration."""

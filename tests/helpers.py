@@ -335,6 +335,23 @@ def post_orders(base: str, emails: list[str], workers: int = 16) -> list[dict[st
 
 # ---- Kafka --------------------------------------------------------------------------------------------------------
 
+def shipping_seconds(base: str) -> float:
+    """created → shipped of one new order placed at the order service `base`, from the order's own history (the
+    service's clock)."""
+    from datetime import datetime
+
+    order = post_orders(base, ["timing@metalbear.com"])[0]
+
+    def shipped() -> dict[str, Any]:
+        body = http_ok(f"{base}/api/orders/{order['id']}", timeout=5)
+        assert body["status"] == "shipped", body["status"]
+        return body
+
+    body = until(shipped, 60, "the order shipped")
+    at = {h["status"]: datetime.fromisoformat(h["at"].replace("Z", "+00:00")) for h in body["history"]}
+    return (at["shipped"] - at["pending"]).total_seconds()
+
+
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[Any]:
     """Every message of a topic from the start (assigned partitions, no group), until `expect` arrived."""
     from confluent_kafka.admin import AdminClient

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,6 @@ def test_an_unknown_action_is_one_line() -> None:
 def test_the_app_image_step_is_skipped_in_one_line_when_no_real_node_runs(tmp_path: Path) -> None:
     """The testcluster inventory names a node folder; with the kwok node carrying the demo's pods nothing is
     imported and nothing fails."""
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "demokit.node", "load", str(tmp_path / "kube" / "node"),
                            "metalmart:0000000000000000"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

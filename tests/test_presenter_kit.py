@@ -18,10 +18,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from demokit import mirrordcfg
-from demokit.probes import http_ok, until
+from demokit.probes import until
 from metalmart import services as table
 from metalmart.loadgen import OPTIONS
-from tests.helpers import ROOT, RUN, LocalTarget, post_orders
+from tests.helpers import ROOT, RUN, LocalTarget, post_orders, shipping_seconds
 
 SCHEMA = ROOT.parent / "shared" / "mirrord" / "mirrord-schema.json"
 pytestmark = pytest.mark.slow
@@ -41,20 +41,7 @@ def _pids(target: LocalTarget) -> dict[str, int]:
 
 
 def _shipping_seconds(target: LocalTarget) -> float:
-    """created → shipped of one new order, from the order's own history (the service's clock)."""
-    from datetime import datetime
-
-    base = f"http://127.0.0.1:{target.ports[table.by_command('order').name]}"
-    order = post_orders(base, ["timing@metalbear.com"])[0]
-
-    def shipped() -> dict[str, Any]:
-        body = http_ok(f"{base}/api/orders/{order['id']}")
-        assert body["status"] == "shipped", body["status"]
-        return body
-
-    body = until(shipped, 60, "the order shipped")
-    at = {h["status"]: datetime.fromisoformat(h["at"].replace("Z", "+00:00")) for h in body["history"]}
-    return (at["shipped"] - at["pending"]).total_seconds()
+    return shipping_seconds(f"http://127.0.0.1:{target.ports[table.by_command('order').name]}")
 
 
 def test_demo_mode_switches_only_its_two_processes_and_fresh_start_keeps_it(stack: LocalTarget) -> None:

@@ -13,7 +13,6 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from demokit import node as realnode
 from demokit.controlplane import ControlPlane
 from demokit.probes import http_ok, until
 from tests import kube
+from tests.helpers import shipping_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +73,13 @@ def _psql(target: kube.ClusterTarget, sql: str) -> list[str]:
                  command=["psql", "-h", "/var/run/postgresql", "-U", user, "-d", database, "-At", "-c", sql],
                  stderr=True, stdin=False, stdout=True, tty=False, _preload_content=True)
     return [line for line in str(out).splitlines() if line]
+
+
+def _shipped(target: kube.ClusterTarget, email_user: str) -> int:
+    """How many orders of `./run load --email-user NAME` are shipped, counted in the database."""
+    rows = _psql(target, "SELECT COUNT(*) FROM orders WHERE status = 'shipped' "
+                         f"AND customer_email LIKE '{email_user}+%'")
+    return int(rows[0])
 
 
 def test_fresh_start_runs_every_pod_for_real_and_a_second_run_changes_nothing(demo: kube.ClusterTarget) -> None:
@@ -129,8 +136,7 @@ def test_load_and_metrics_go_through_the_kubelets_port_forwards_and_every_order_
     assert report["scheduled"] == report["sent"] == report["succeeded"] == 600 and report["failed"] == 0
 
     def all_shipped() -> None:
-        n = _psql(demo, f"SELECT COUNT(*) FROM orders WHERE status = 'shipped' AND customer_email LIKE '{run_id}+%'")
-        assert n == ["600"], n
+        assert _shipped(demo, run_id) == 600
 
     until(all_shipped, 60, "every order of the load shipped")
     metrics = json.loads(demo.run("metrics", "--target", demo.name, "--json").stdout)
@@ -146,27 +152,6 @@ def test_load_and_metrics_go_through_the_kubelets_port_forwards_and_every_order_
     assert "achieved rate" in done.stdout
 
 
-def _shipping_seconds(target: kube.ClusterTarget) -> float:
-    order_url = _service_url(target, "order")
-    request = urllib.request.Request(f"{order_url}/api/orders", method="POST", headers={
-        "Content-Type": "application/json"}, data=json.dumps({
-            "customer_email": "timing@metalbear.com", "customer_name": "Ada Smith",
-            "shipping_address": {"street": "1 Forge Lane", "city": "Sheffield", "state": "", "zip_code": "S1 2AB",
-                                 "country": "GB"},
-            "items": [{"product_id": "MM-ANVIL-01", "product_name": "Anvil", "quantity": 1, "price": 10.0}]}).encode())
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        order = json.loads(resp.read())
-
-    def shipped() -> dict[str, Any]:
-        body = http_ok(f"{order_url}/api/orders/{order['id']}", timeout=5)
-        assert body["status"] == "shipped", body["status"]
-        return body
-
-    body = until(shipped, 60, "the order shipped")
-    at = {h["status"]: datetime.fromisoformat(h["at"].replace("Z", "+00:00")) for h in body["history"]}
-    return (at["shipped"] - at["pending"]).total_seconds()
-
-
 def _generations(target: kube.ClusterTarget) -> dict[str, int]:
     from kubernetes import client
 
@@ -179,10 +164,10 @@ def test_demo_mode_rolls_its_two_deployments_and_sets_how_long_an_order_takes(de
     demo.run("demo-mode", "off", "--target", demo.name)
     rolled = {n for n, g in _generations(demo).items() if g != before[n]}
     assert rolled == {"order-processor", "storefront"}, f"the Deployments that read DEMO_MODE, and only they: {rolled}"
-    slow = _shipping_seconds(demo)
+    slow = shipping_seconds(_service_url(demo, "order"))
     assert slow >= 10.0, f"DEMO_MODE off: 2 s + 3 s + 5 s, took {slow:.2f} s"
     demo.run("demo-mode", "on", "--target", demo.name)
-    fast = _shipping_seconds(demo)
+    fast = shipping_seconds(_service_url(demo, "order"))
     assert fast < 1.0, f"DEMO_MODE on: 3 × 200 ms, took {fast:.2f} s"
 
 
@@ -246,8 +231,8 @@ def test_kafka_and_processor_pods_deleted_mid_load_lose_nothing_and_ship_nothing
     accepted = report["succeeded"]
 
     def all_shipped() -> None:
-        n = _psql(demo, f"SELECT COUNT(*) FROM orders WHERE status = 'shipped' AND customer_email LIKE '{run_id}+%'")
-        assert n == [str(accepted)], (n, accepted)
+        shipped = _shipped(demo, run_id)
+        assert shipped == accepted, (shipped, accepted)
 
     until(all_shipped, 240, "every accepted order shipped after the pods came back", 2.0)
     twice = _psql(demo, "SELECT h.order_id FROM order_status_history h JOIN orders o ON o.id = h.order_id "

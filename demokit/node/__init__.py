@@ -33,7 +33,7 @@ import yaml
 
 from demokit import kubebuild, probes
 from demokit.errors import NOT_READY, UserError
-from demokit.supervise import Program, Supervisor, tail
+from demokit.supervise import Program, Supervisor
 
 Say = Callable[[str], None]
 NAME = "metalmart-node"
@@ -128,8 +128,7 @@ class Node:
         return cache_dir() / "containerd"
 
     def running(self) -> bool:
-        procs = self.supervisor.processes()
-        return bool(procs) and all(p["statename"] == "RUNNING" for p in procs.values())
+        return self.supervisor.all_running()
 
     def crictl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return _run(str(kubebuild.binary("crictl")), "--runtime-endpoint", f"unix://{self.socket}",
@@ -302,19 +301,8 @@ state = "{d / 'containerd-state'}"
         probes.http_ok(f"http://127.0.0.1:{ports['proxy_healthz']}/healthz")
 
     def _until(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
-        def alive_then_check() -> Any:
-            for name, info in self.supervisor.processes().items():
-                if info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
-                    raise UserError(f"{name} is {info['statename']}", NOT_READY)
-            return check()
-
-        try:
-            return probes.until(alive_then_check, timeout, what)
-        except (UserError, probes.NotReady) as exc:
-            logs = "\n".join(f"{n}:\n{tail(self.supervisor.log_path(n), 8)}" for n in
-                             ("containerd", "kubelet", "kube-proxy", "coredns")
-                             if self.supervisor.log_path(n).exists())
-            raise UserError(f"the real node did not come up: {exc}\n{logs}", NOT_READY) from None
+        return self.supervisor.until(check, timeout, what, "the real node did not come up",
+                                     ("containerd", "kubelet", "kube-proxy", "coredns"))
 
     def _network_up(self) -> None:
         links = _run("ip", "-j", "link", "show").stdout
