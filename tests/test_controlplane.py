@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,24 @@ def test_the_app_image_step_is_skipped_in_one_line_when_no_real_node_runs(tmp_pa
                            "metalmart:0000000000000000"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"changed": False, "skipped": "no real node runs"}
+
+
+def test_ctrl_c_while_the_node_starts_leaves_nothing_running(tmp_path: Path) -> None:
+    env = {**os.environ, "METALMART_KUBE_DIR": str(tmp_path / "kube")}
+    # As at a terminal: Ctrl-C's SIGINT is not ignored, whatever started the tests.
+    proc = subprocess.Popen([*RUN, "cluster", "start"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "control plane up in" in line:  # the node's start (seconds) comes next
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "stopping what was started" in rest
+    status = json.loads(_cluster("status", "--json", env=env).stdout)
+    assert status["running"] is False and status["processes"] == {} and status["node"] == {}
+    assert node.BRIDGE not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()

@@ -32,9 +32,16 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
         raise UserError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, e.g. ./run cluster start", USAGE)
     cp = plane()
     if action == "start":
-        if not cp.start(say):
+        started = cp.start(say)
+        if not started:
             say(f"the control plane is already running at {cp.server}; nothing to do")
-        cp.start_node(say)
+        try:
+            cp.start_node(say)
+        except BaseException:  # Ctrl-C or a node that did not come up: this run leaves nothing of its own running
+            if started:
+                say("stopping what was started")
+                cp.stop(lambda _m: None)
+            raise
         say("next: ./run fresh-start --target testcluster")
     elif action == "stop":
         if not cp.stop(say):
