@@ -49,7 +49,7 @@ def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_
                 # The real Kubernetes control plane the cluster tests run against: built once from pinned Go
                 # modules (about 6 minutes on 2 cores the first time), then cached under ~/.cache/metalmart/kube.
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.kubebuild")
-                # The real node's binaries and stand-in images (where one can run): about 16 minutes cold.
+                # The real node's binaries and stand-in images (where one can run), built once and cached.
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.node prepare")
         if not no_lint:
             lint(c)
