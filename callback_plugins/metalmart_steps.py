@@ -42,6 +42,19 @@ def _will_be_rescued(task) -> bool:
     return False
 
 
+def _preload_kubernetes_client() -> None:
+    """Load the Kubernetes client once, here in Ansible's main process. Each task runs in a process forked from it, so
+    the roles' lookups, the readiness filter and pod_exec then find the client loaded instead of loading it again
+    (0.25 s a task on this machine). Modules run as processes of their own and are not affected."""
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client, waiter  # noqa: F401
+        from kubernetes import stream  # noqa: F401
+        from kubernetes.client.api import core_v1_api  # noqa: F401
+        from kubernetes.dynamic import resource  # noqa: F401
+    except ImportError:
+        return  # no client installed: the first task that needs it says so
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
@@ -63,6 +76,7 @@ class CallbackModule(CallbackBase):
         sys.stderr.flush()
 
     def v2_playbook_on_start(self, playbook) -> None:
+        _preload_kubernetes_client()
         names = []
         for play in playbook.get_plays():
             roles = [r.get_name() for r in play.get_roles() if r.get_name() not in HELPERS]

@@ -135,8 +135,8 @@ def pod_backend(control_plane: ControlPlane, broker: Broker, log_dir: Path,
 
 
 class Converged:
-    def __init__(self, target: kube.ClusterTarget, first: object, second: object) -> None:
-        self.target, self.first, self.second = target, first, second
+    def __init__(self, target: kube.ClusterTarget, first: object, second: object, first_log: str) -> None:
+        self.target, self.first, self.second, self.first_log = target, first, second, first_log
 
 
 @pytest.fixture(scope="session")
@@ -146,5 +146,6 @@ def converged(control_plane: ControlPlane, pod_backend: PodBackend,
     the pod backend). Tests that change it restore it; the teardown test runs last (tests/test_deploy_roles.py)."""
     target = kube.make_target(control_plane, tmp_path_factory.mktemp("converge"))
     first = target.run("fresh-start", "--target", target.name)
+    first_log = (target.state / "ansible-deploy-cluster.log").read_text()  # each run writes the log anew
     second = target.run("fresh-start", "--target", target.name)
-    return Converged(target, first, second)
+    return Converged(target, first, second, first_log)

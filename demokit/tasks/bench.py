@@ -79,4 +79,17 @@ def brokers(c: Context, rounds: int = 3) -> None:
     main(int(rounds))
 
 
-ns = Collection("bench", load, pipeline, metrics, faults, brokers)
+@task(help={"runs": "no-change runs after the first converge (2)", "json": "also write the rows as JSON to this path"})
+def converge(c: Context, runs: int = 2, json: str | None = None) -> None:
+    """fresh-start on the test cluster from nothing, then with nothing to change: the ratio of the two (needs the
+    machine the test cluster runs on; it is started for the bench when it is not running)."""
+    from benchmarks.converge_bench import main
+
+    if runs < 1:
+        raise UserError("--runs must be at least 1; e.g. --runs 2", USAGE)
+    if json and not Path(json).parent.exists():
+        raise UserError(f"--json {json}: folder {Path(json).parent} does not exist", USAGE)
+    main(int(runs), json)
+
+
+ns = Collection("bench", load, pipeline, metrics, faults, brokers, converge)
