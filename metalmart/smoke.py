@@ -45,7 +45,7 @@ def smoke(order_service_url: str, timeout: float = 60.0) -> dict[str, Any]:
         raise SmokeFailed(f"could not place the smoke order at {base}: {exc}") from None
     last: dict[str, Any] = {"status": order.get("status")}
 
-    @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.2), retry=retry_if_exception_type((_NotYet, OSError)))
+    @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.05), retry=retry_if_exception_type((_NotYet, OSError)))
     def shipped() -> dict[str, Any]:
         last.update(_json(f"{base}/api/orders/{order['id']}/status"))
         if last["status"] != "shipped":
