@@ -135,8 +135,10 @@ def pod_backend(control_plane: ControlPlane, broker: Broker, log_dir: Path,
 
 
 class Converged:
-    def __init__(self, target: kube.ClusterTarget, first: object, second: object, first_log: str) -> None:
-        self.target, self.first, self.second, self.first_log = target, first, second, first_log
+    def __init__(self, target: kube.ClusterTarget, first: object, second: object, first_log: str,
+                 second_log: str) -> None:
+        self.target, self.first, self.second = target, first, second
+        self.first_log, self.second_log = first_log, second_log
 
 
 @pytest.fixture(scope="session")
@@ -148,4 +150,5 @@ def converged(control_plane: ControlPlane, pod_backend: PodBackend,
     first = target.run("fresh-start", "--target", target.name)
     first_log = (target.state / "ansible-deploy-cluster.log").read_text()  # each run writes the log anew
     second = target.run("fresh-start", "--target", target.name)
-    return Converged(target, first, second, first_log)
+    second_log = (target.state / "ansible-deploy-cluster.log").read_text()
+    return Converged(target, first, second, first_log, second_log)

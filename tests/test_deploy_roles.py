@@ -56,6 +56,13 @@ def test_the_first_run_applies_and_verifies_and_the_second_changes_nothing(conve
     assert "no mirrord licence" in converged.first.stderr, "the operator is skipped, said in one line"
     assert re.search(r"order ORD-\S+ shipped \(processed by cluster\)", converged.first.stderr), \
         "the verify step's smoke order ran in the order pod (kwok's exec) and shipped"
+    assert re.search(r"order ORD-\S+ shipped \(processed by cluster\)", converged.second.stderr), \
+        "a run with nothing to change still ends with an order shipped"
+    # The second run found every group in place (one dry-run apply) and applied and waited for nothing.
+    assert "TASK [k8s_objects : Apply them as a dry run]" in converged.second_log
+    assert "TASK [k8s_objects : Apply the objects of" in converged.first_log
+    assert "TASK [k8s_objects : Apply the objects of" not in converged.second_log
+    assert "TASK [k8s_objects : Wait for the objects of" not in converged.second_log
     assert "not installed: no licence" in converged.first.stdout
 
 
