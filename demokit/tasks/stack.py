@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
 from invoke import Context
@@ -32,26 +31,14 @@ def _kept_demo_mode(target: targets.Target) -> bool | None:
     return running == "on"
 
 
-def _load_kubernetes_client() -> None:
-    import kubernetes.client
-    import kubernetes.config  # noqa: F401
-
-
 def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) -> None:
     cluster.preflight(target)
     playbook = "fresh-start" if target.kind == "minikube" else "deploy-cluster"
     say(f"fresh-start on target {target.name!r} ({target.kind})")
-    # The playbook keeps DEMO_MODE as it runs (and says so); what runs is read back for the summary below. The
-    # client loads while Ansible works, so the read after it costs a request, not a 0.3 s import.
-    loading = threading.Thread(target=_load_kubernetes_client, daemon=True)
-    loading.start()
-    run = cluster.run_playbook(target, playbook, say, {"verify_enabled": not no_smoke}, verbose)
-    loading.join()
-    try:
-        running = demomode.state(demomode.live(target))
-    except UserError:
-        running = "not readable"
-    demo = running == "on" if running in ("on", "off") else bool(target.get("metalmart_demo_mode"))
+    kept = _kept_demo_mode(target)
+    demo = bool(target.get("metalmart_demo_mode")) if kept is None else kept
+    extra = {"verify_enabled": not no_smoke, **({} if kept is None else {"metalmart_demo_mode": kept})}
+    run = cluster.run_playbook(target, playbook, say, extra, verbose)
     ns, profile = target.get("metalmart_namespace"), target.get("minikube_profile")
     front = table.by_command("storefront")
     url = f"minikube --profile {profile} service {front.name} --namespace {ns} --url" if target.kind == "minikube" \
