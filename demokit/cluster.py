@@ -142,12 +142,11 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
                *(["--check", "--diff"] if check else [])]
     run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
                "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "callback_plugins"),
-               # METALMART_PROFILE_TASKS=1 (./run bench.converge sets it): Ansible's own time per task, in the log.
-               "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps" + (
-                   ",ansible.posix.profile_tasks" if os.environ.get("METALMART_PROFILE_TASKS") == "1" else ""),
-               "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all",
-               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+               "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "PATH": tool_path()}
+    if os.environ.get("METALMART_PROFILE_TASKS") == "1":  # ./run bench.converge: Ansible's time per task, in the log
+        run_env.update(ANSIBLE_CALLBACKS_ENABLED="metalmart_steps,ansible.posix.profile_tasks",
+                       PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
     say(f"running {log_name or playbook} on {target.name}; Ansible's log: {log}")
     changed = failed = 0
     try:
