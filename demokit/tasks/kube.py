@@ -32,13 +32,15 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
         raise UserError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, e.g. ./run cluster start", USAGE)
     cp = plane()
     if action == "start":
-        started = cp.start(say)
-        if not started:
-            say(f"the control plane is already running at {cp.server}; nothing to do")
+        # Whether this run starts the plane is known before it starts: a Ctrl-C that lands between the plane's
+        # "up" line and the node's start still finds this run's plane to stop.
+        was_running = cp.running()
         try:
+            if not cp.start(say):
+                say(f"the control plane is already running at {cp.server}; nothing to do")
             cp.start_node(say)
         except BaseException:  # Ctrl-C or a node that did not come up: this run leaves nothing of its own running
-            if started:
+            if not was_running:
                 say("stopping what was started")
                 cp.stop(lambda _m: None)
             raise
