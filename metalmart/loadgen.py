@@ -2,7 +2,9 @@
 app package so the app image can run it next to the service (`./run load --in-cluster`): `python -m metalmart
 loadgen --rate R --duration D --base-url URL` prints one JSON line per second and the report as the last line.
 
-Order i is due at start + i/rate whether or not earlier orders have answered. Orders that are due are sent at once
+Order i is due at start + i/rate whether or not earlier orders have answered. Past what one process sends on time,
+`--workers N` splits the schedule between N processes (worker w sends orders w, w+N, w+2N, ... from one shared
+start), and their counts and HDR histograms are merged into one report. Orders that are due are sent at once
 (in a batch when several fell due together), so the send lag stays at the event loop's resolution. When the
 in-flight limit is reached a due order is dropped and counted, never silently delayed. Latency is measured from the
 due time, not the send time, so a slow sender cannot hide a slow service (no coordinated omission).
@@ -15,7 +17,9 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -61,7 +65,9 @@ OPTIONS = (
     Option("email_domain", "domain of the e-mails that match the demo filter (metalbear.com)"),
     Option("match_ratio", "share of orders whose e-mail matches the filter, 0..1 (1.0); the rest use example.com"),
     Option("email_user", "e-mails NAME+<run>-<n>@<domain>, so one person's mirrord filter catches exactly theirs"),
-    Option("max_inflight", "orders in flight at most; a due order beyond it is dropped and counted (1024)"),
+    Option("max_inflight", "orders in flight at most (per worker); a due order beyond it is dropped and counted "
+                           "(1024)"),
+    Option("workers", "processes sharing the schedule; default: one per 1,000 orders/s, up to the machine's cores"),
     Option("run_id", "the run's id, in every e-mail (default: a new random one)"),
 )
 
@@ -76,6 +82,7 @@ class LoadConfig:
     match_ratio: float = 1.0
     email_user: str | None = None
     max_inflight: int = 1024
+    workers: int | None = None
     timeout_s: float = 10.0
     grace_s: float = 5.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -101,6 +108,9 @@ class LoadConfig:
             raise UserError(f"--match-ratio must be between 0 and 1 (got {self.match_ratio}); e.g. 0.5", USAGE)
         if self.max_inflight < 1:
             raise UserError("--max-inflight must be at least 1", USAGE)
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise UserError(f"--workers must be between 1 and {MAX_WORKERS} (got {self.workers}); e.g. --workers "
+                            f"{cores()}, this machine's cores", USAGE)
         if not self.base_url.startswith(("http://", "https://")):
             raise UserError(f"--base-url must start with http:// or https:// (got {self.base_url!r})", USAGE)
         if "@" in self.email_domain or "." not in self.email_domain:
@@ -113,6 +123,23 @@ class LoadConfig:
     @property
     def scheduled_total(self) -> int:
         return math.floor(self.rate * self.duration + 1e-9)
+
+    @property
+    def worker_count(self) -> int:
+        """--workers, or one process per PER_WORKER_RATE orders/s up to the cores (a demo's 20/s stays one)."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(cores(), math.ceil(self.rate / PER_WORKER_RATE), self.scheduled_total))
+
+
+# What one process sends on time (bench.load's single-process cell holds it within 1% against a 0 ms stub here).
+PER_WORKER_RATE = 1000.0
+MAX_WORKERS = 64
+WINDOW_S = 0.1  # the send-rate evenness window
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Stats:
@@ -131,6 +158,41 @@ class Stats:
         self.first_send: float | None = None
         self.last_send: float | None = None
         self.recent: list[tuple[float, int]] = []  # (time, sent) samples for the current rate
+        self.windows: Counter[int] = Counter()  # sends per WINDOW_S since the start, by send time
+
+    COUNTS = ("scheduled", "sent", "succeeded", "failed", "dropped")
+
+    def snapshot(self, windows: bool = True) -> dict[str, Any]:
+        """Everything a worker process reports; `absorb` merges a set of them. The send windows (one per 0.1 s
+        of the run) only go into a worker's last report."""
+        return {**{k: getattr(self, k) for k in self.COUNTS}, "errors": dict(self.errors),
+                "status_codes": dict(self.status_codes), "latency": self.latency.encode(),
+                "send_lag": self.send_lag.encode(), "first_send": self.first_send, "last_send": self.last_send,
+                "windows": dict(self.windows) if windows else {}}
+
+    def absorb(self, snapshots: list[dict[str, Any]]) -> None:
+        """These counters and histograms become the sum of the workers' (the rate samples are kept)."""
+        for k in self.COUNTS:
+            setattr(self, k, sum(snap[k] for snap in snapshots))
+        self.errors, self.status_codes, self.windows = Counter(), Counter(), Counter()
+        self.latency, self.send_lag = HdrHistogram(1, 120_000_000, 3), HdrHistogram(1, 120_000_000, 3)
+        for snap in snapshots:
+            self.errors.update(snap["errors"])
+            self.status_codes.update(snap["status_codes"])
+            self.windows.update(snap["windows"])
+            self.latency.decode_and_add(snap["latency"])
+            self.send_lag.decode_and_add(snap["send_lag"])
+        firsts = [snap["first_send"] for snap in snapshots if snap["first_send"] is not None]
+        lasts = [snap["last_send"] for snap in snapshots if snap["last_send"] is not None]
+        self.first_send, self.last_send = min(firsts, default=None), max(lasts, default=None)
+
+    def evenness(self, duration: float) -> dict[str, float]:
+        """Sends in the busiest WINDOW_S window against the mean window over the run (1.0: perfectly even)."""
+        count = max(1, round(duration / WINDOW_S))
+        mean = self.sent / count if count else 0.0
+        busiest = max(self.windows.values(), default=0)
+        return {"window_ms": WINDOW_S * 1000, "busiest": busiest, "mean": round(mean, 3),
+                "busiest_to_mean": round(busiest / mean, 3) if mean else 0.0}
 
     @property
     def inflight(self) -> int:
@@ -260,14 +322,19 @@ async def fetch_products(catalogue_url: str | None) -> tuple[list[dict[str, Any]
 
 
 class LoadRun:
-    def __init__(self, config: LoadConfig, products: list[dict[str, Any]], record: bool = False) -> None:
+    """One process's share of a run: orders part, part + parts, ... of the schedule (all of it by default)."""
+
+    def __init__(self, config: LoadConfig, products: list[dict[str, Any]], record: bool = False,
+                 part: tuple[int, int] = (0, 1)) -> None:
         self.config = config
+        self.part = part
         # With `record`, the id of every order answered 201 (the fault bench checks each one ships).
         self.accepted: list[str] | None = [] if record else None
         self.stats = Stats()
         self.factory = OrderFactory(config, products)
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         self.interrupted = False
+        self._scheduling: asyncio.Task[Any] | None = None  # run()'s task while it still schedules orders
         self._tasks: set[asyncio.Task[None]] = set()
         self._url = f"{config.base_url.rstrip('/')}/api/orders"
 
@@ -293,15 +360,19 @@ class LoadRun:
         finally:
             s.latency.record_value(max(1, int((time.monotonic() - due) * 1e6)))
 
-    async def run(self, on_tick: Callable[[LoadRun, float], None] | None = None, tick_s: float = 0.25) -> None:
+    async def run(self, on_tick: Callable[[Any, float], None] | None = None, tick_s: float = 0.25,
+                  start_at: float | None = None) -> None:
+        """Send this part's orders, each at its due time from `start_at` (time.monotonic(), which every process
+        on the machine shares; default: now)."""
         cfg, s = self.config, self.stats
         total = cfg.scheduled_total
         connector = aiohttp.TCPConnector(limit=cfg.max_inflight, limit_per_host=cfg.max_inflight, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            start = time.monotonic() + 0.01
+            start = time.monotonic() + 0.01 if start_at is None else start_at
             next_tick = start
-            i = 0
+            i, step = self.part
+            self._scheduling = asyncio.current_task()
             try:
                 while i < total:
                     now = time.monotonic()
@@ -313,13 +384,14 @@ class LoadRun:
                         else:
                             s.sent += 1
                             s.send_lag.record_value(max(1, int((now - due) * 1e6)))
+                            s.windows[int((now - start) / WINDOW_S)] += 1
                             if s.first_send is None:
                                 s.first_send = now
                             s.last_send = now
                             task = asyncio.create_task(self._send(http, i, due))
                             self._tasks.add(task)
                             task.add_done_callback(self._tasks.discard)
-                        i += 1
+                        i += step
                     if on_tick is not None and now >= next_tick:
                         on_tick(self, now - start)
                         next_tick = now + tick_s
@@ -327,9 +399,17 @@ class LoadRun:
                         await asyncio.sleep(max(0.0, start + i / cfg.rate - time.monotonic()))
             except asyncio.CancelledError:
                 self.interrupted = True
+            self._scheduling = None
             await self._drain(self.config.grace_s if self.interrupted else cfg.timeout_s + 1)
             if on_tick is not None:
                 on_tick(self, time.monotonic() - start)
+
+    def stop(self) -> None:
+        """Ctrl-C: schedule no more orders; those in flight are waited for (briefly) and counted. Once every order
+        is scheduled there is nothing to stop: the run is finishing."""
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            self._scheduling = None
 
     async def _drain(self, within: float) -> None:
         """Wait for in-flight orders; what is still in flight after `within` s is cancelled and counted failed."""
@@ -355,6 +435,8 @@ class LoadRun:
             "latency_ms": {"p50": _ms(s.latency, 50), "p90": _ms(s.latency, 90), "p99": _ms(s.latency, 99),
                            "max": _ms(s.latency)},
             "send_lag_ms": {"p50": _ms(s.send_lag, 50), "p99": _ms(s.send_lag, 99)},
+            "send_evenness": s.evenness(cfg.duration),
+            "workers": self.part[1],
             "errors": dict(s.errors),
             "status_codes": dict(s.status_codes),
             "base_url": cfg.base_url,
@@ -364,11 +446,215 @@ class LoadRun:
         }
 
 
+class Fleet:
+    """A run split between worker processes (`--workers N`), with LoadRun's face (config, stats, run, stop, report,
+    accepted, interrupted); its stats are the merge of the workers'. Each worker is `python -m metalmart loadgen
+    --worker W/N` (the same program the image runs), told its products on stdin, then "go" with one shared start
+    once every worker is ready; it writes its counts and histograms as a JSON line every TICK_S and its final ones
+    last. Ctrl-C reaches the workers only through this process (they ignore SIGINT), so each stops the same way
+    and reports what it did."""
+
+    TICK_S = 0.25
+
+    def __init__(self, config: LoadConfig, products: list[dict[str, Any]], record: bool = False) -> None:
+        self.config = config
+        self.parts = config.worker_count
+        self.products = products
+        self.record = record
+        self.accepted: list[str] | None = [] if record else None
+        self.stats = Stats()
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        self.interrupted = False
+        self.lost_workers: list[int] = []
+        self._last: dict[int, dict[str, Any]] = {}
+        self._running: asyncio.Task[Any] | None = None
+
+    def stop(self) -> None:
+        """Ctrl-C: every worker is told to stop scheduling, and reports what it did."""
+        if self._running is not None:
+            self._running.cancel()
+            self._running = None
+
+    async def run(self, on_tick: Callable[[Any, float], None] | None = None, tick_s: float = 0.25) -> None:
+        import sys
+
+        procs: dict[int, asyncio.subprocess.Process] = {}
+        ready: set[int] = set()
+        done: set[int] = set()
+        changed = asyncio.Event()
+        start: float | None = None
+
+        async def follow(w: int, proc: asyncio.subprocess.Process) -> None:
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                event = json.loads(raw)
+                if event["event"] == "ready":
+                    ready.add(w)
+                elif event["event"] in ("progress", "report"):
+                    self._last[w] = _unpack(event["stats"])
+                if event["event"] == "report":
+                    if self.accepted is not None:
+                        self.accepted.extend(event["accepted"])
+                    self.interrupted |= event["interrupted"]
+                    done.add(w)
+                changed.set()
+            await proc.wait()
+            if w not in done:  # it died without its report (kill -9)
+                self.lost_workers.append(w)
+                done.add(w)
+            changed.set()
+
+        def tell(message: dict[str, Any]) -> None:
+            for w, proc in procs.items():
+                if w not in done and proc.stdin is not None and not proc.stdin.is_closing():
+                    proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+        async def until(condition: Callable[[], bool]) -> None:
+            while not condition():
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), tick_s)
+                self._merge()
+                if on_tick is not None and start is not None:
+                    on_tick(self, time.monotonic() - start)
+
+        self._running = asyncio.current_task()
+        followers = []
+        try:
+            for w in range(self.parts):
+                procs[w] = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "metalmart", "loadgen", "--worker", f"{w}/{self.parts}",
+                    *self.config.args(workers=None), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    limit=LINE_LIMIT,
+                    # Its own session: a Ctrl-C at the terminal reaches this process only, which tells each worker.
+                    start_new_session=True)
+                followers.append(asyncio.create_task(follow(w, procs[w])))
+            tell({"products": self.products, "record": self.record})
+            try:
+                await until(lambda: len(ready | done) == self.parts)
+                start = time.monotonic() + 0.05
+                tell({"go": start})
+                await until(lambda: len(done) == self.parts)
+            except asyncio.CancelledError:
+                self.interrupted = True
+                self._running = None
+                tell({"stop": True})
+                await until(lambda: len(done) == self.parts)
+        finally:
+            for proc in procs.values():
+                if proc.returncode is None and proc.stdin is not None:
+                    proc.stdin.close()
+            for proc in procs.values():
+                if proc.returncode is None:
+                    try:
+                        await asyncio.wait_for(proc.wait(), self.config.timeout_s)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+            for follower in followers:
+                follower.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
+        # A worker that died leaves its last counts; what it had in flight then has no known answer.
+        for w in self.lost_workers:
+            snap = self._last.get(w)
+            if snap is not None:
+                unknown = snap["sent"] - snap["succeeded"] - snap["failed"]
+                snap["failed"] += unknown
+                snap["errors"] = {**snap["errors"], "worker_died": snap["errors"].get("worker_died", 0) + unknown}
+        self._merge()
+        if on_tick is not None and start is not None:
+            on_tick(self, time.monotonic() - start)
+
+    def _merge(self) -> None:
+        self.stats.absorb(list(self._last.values()))
+
+    def report(self) -> dict[str, Any]:
+        merged = LoadRun.__new__(LoadRun)
+        merged.config, merged.stats, merged.started_at, merged.interrupted = (
+            self.config, self.stats, self.started_at, self.interrupted)
+        merged.part = (0, self.parts)
+        result = LoadRun.report(merged)
+        if self.lost_workers:
+            result["lost_workers"] = sorted(self.lost_workers)
+        return result
+
+
+LINE_LIMIT = 64 * 1024 * 1024  # a worker's last line holds its send windows: 10 a second of the run
+
+
+def _pack(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A Stats snapshot as JSON (histograms are base64 already; window numbers become keys)."""
+    return {**snapshot, "latency": snapshot["latency"].decode(), "send_lag": snapshot["send_lag"].decode(),
+            "windows": {str(k): v for k, v in snapshot["windows"].items()}}
+
+
+def _unpack(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "latency": data["latency"].encode(), "send_lag": data["send_lag"].encode(),
+            "windows": {int(k): v for k, v in data["windows"].items()}}
+
+
+async def _worker(config: LoadConfig, part: int, parts: int) -> int:
+    """`python -m metalmart loadgen --worker W/N ...`: one Fleet worker. stdin: its products, then go or stop;
+    stdout: ready, progress every TICK_S, and its report."""
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent tells it to stop
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    first = json.loads(await reader.readline())
+    run = LoadRun(config, first["products"], record=first["record"], part=(part, parts))
+    emit("ready")
+    go: asyncio.Future[float | None] = loop.create_future()
+
+    async def listen() -> None:
+        async for raw in reader:
+            message = json.loads(raw)
+            if "go" in message and not go.done():
+                go.set_result(message["go"])
+            elif "stop" in message:
+                break
+        # told to stop, or the parent is gone (stdin closed): schedule no more
+        if not go.done():
+            go.set_result(None)
+        run.stop()
+
+    listening = asyncio.create_task(listen())
+    start_at = await go
+    if start_at is None:
+        run.interrupted = True
+    else:
+        last = [0.0]
+
+        def tick(r: LoadRun, elapsed: float) -> None:
+            if elapsed - last[0] >= Fleet.TICK_S:
+                last[0] = elapsed
+                emit("progress", stats=_pack(r.stats.snapshot(windows=False)))
+
+        await run.run(on_tick=tick, tick_s=Fleet.TICK_S, start_at=start_at)
+    listening.cancel()
+    emit("report", stats=_pack(run.stats.snapshot()), accepted=run.accepted or [], interrupted=run.interrupted)
+    return 0
+
+
+def emit(event: str, **data: Any) -> None:
+    """A worker's line to its parent; a parent that is gone (killed) leaves nobody to tell."""
+    with contextlib.suppress(BrokenPipeError):
+        _line(event, **data)
+
+
+def new_run(config: LoadConfig, products: list[dict[str, Any]], record: bool = False) -> LoadRun | Fleet:
+    """The run for this config: in this process for one worker, worker processes for more."""
+    if config.worker_count == 1:
+        return LoadRun(config, products, record=record)
+    return Fleet(config, products, record=record)
+
+
 def _line(event: str, **data: Any) -> None:
     print(json.dumps({"event": event, **data}), flush=True)
 
 
-def progress(run: LoadRun, elapsed: float) -> dict[str, Any]:
+def progress(run: LoadRun | Fleet, elapsed: float) -> dict[str, Any]:
     """The counts so far: what the progress line shows, here and (as a JSON line) from a Job."""
     s = run.stats
     return {"elapsed_s": round(elapsed, 2), "scheduled": s.scheduled, "total": run.config.scheduled_total,
@@ -381,10 +667,10 @@ async def _main(config: LoadConfig) -> int:
     await check_target(config.base_url)
     products, source = await fetch_products(config.catalogue_url)
     _line("start", run_id=config.run_id, scheduled_total=config.scheduled_total, products=source)
-    run = LoadRun(config, products)
+    run = new_run(config, products)
     last = [0.0]
 
-    def tick(r: LoadRun, elapsed: float) -> None:
+    def tick(r: Any, elapsed: float) -> None:
         if elapsed - last[0] >= 1.0:
             last[0] = elapsed
             _line("progress", **progress(r, elapsed))
@@ -407,6 +693,7 @@ def parser() -> Any:
         required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
         default = None if spec.default is dataclasses.MISSING else spec.default
         result.add_argument(option.flag, type=kind, required=required, default=default, help=option.help)
+    result.add_argument("--worker", help=argparse.SUPPRESS)  # W/N: one of a Fleet's workers (stdin/stdout JSON)
     return result
 
 
@@ -415,9 +702,13 @@ def cli(argv: list[str]) -> int:
     import sys
 
     values = {k: v for k, v in vars(parser().parse_args(argv)).items() if v is not None}
+    worker = values.pop("worker", None)
     config = LoadConfig(**values)
     try:
         config.check()
+        if worker is not None:
+            part, parts = (int(n) for n in worker.split("/"))
+            return asyncio.run(_worker(config, part, parts))
         return asyncio.run(_main(config))
     except UserError as exc:
         _line("error", message=str(exc), code=exc.code)

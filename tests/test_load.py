@@ -145,6 +145,7 @@ def test_a_target_that_never_answers_is_given_up_on() -> None:
         (["--match-ratio", "1.5"], "--match-ratio must be between 0 and 1"),
         (["--email-user", "a@b"], "--email-user must be a plain name"),
         (["--base-url", "localhost:8084"], "--base-url must start with http://"),
+        (["--workers", "0"], "--workers must be between 1 and 64"),
     ],
 )
 def test_invalid_options_exit_2_with_one_line(args: list[str], message: str) -> None:
@@ -202,3 +203,87 @@ def test_an_unknown_preset_is_one_line_and_exit_2() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: --preset must be one of light, medium, heavy, extreme (got 'turbo'); e.g. --preset medium"]
+
+
+def _numbers(emails: list[str], run_id: str) -> list[int]:
+    """The order number i of each e-mail (…<run id>-<i>@…)."""
+    return sorted(int(e.split(f"{run_id}-")[1].split("@")[0]) for e in emails)
+
+
+def _workers_of(run_id: str) -> list[str]:
+    """Worker processes of a run still alive (their command line carries the run id)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--worker" in argv and run_id.encode() in argv:
+            found.append(cmdline.parent.name)
+    return found
+
+
+def test_workers_share_one_schedule_and_one_report(stub: Stub, tmp_path: Path) -> None:
+    """Two processes send every order exactly once, at the rate asked for, and the report is one: counts and
+    histograms merged, the sends even across 100 ms windows."""
+    out = tmp_path / "report.json"
+    done = load("--rate", "400", "--duration", "2", "--workers", "2", "--base-url", stub.url, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    data = report(out)
+    assert (data["scheduled"], data["succeeded"], data["workers"]) == (800, 800, 2)
+    assert "2 worker processes" in done.stderr
+    assert _numbers(stub.emails(), data["run_id"]) == list(range(800)), "each order sent once, none missing"
+    assert abs(data["achieved_rate"] - 400) < 4
+    assert data["latency_ms"]["p50"] > 0 and data["send_lag_ms"]["p99"] > 0
+    assert data["send_evenness"]["busiest"] >= data["send_evenness"]["mean"] == 40
+    assert not _workers_of(data["run_id"])
+
+
+def test_ctrl_c_stops_every_worker_and_the_summary_adds_up(stub: Stub, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = start_load("--rate", "50", "--duration", "60", "--workers", "2", "--base-url", stub.url,
+                      "--json", str(out))
+    until(lambda: _at_least(stub, 20), 30, "20 orders arrived")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "achieved rate" in stdout
+    data = report(out)
+    assert data["interrupted"] is True and 20 <= data["scheduled"] < 3000
+    assert data["succeeded"] == len(stub.emails()), "every order the stub saw is in the summary, once"
+    assert not _workers_of(data["run_id"]), "no worker outlives the run"
+
+
+def test_a_worker_killed_mid_run_is_counted_and_the_rest_finish(stub: Stub, tmp_path: Path) -> None:
+    """kill -9 of one worker: the other sends all of its orders, the report names the lost worker, and what the
+    dead one had in flight is counted failed (its answers are unknown)."""
+    out = tmp_path / "r.json"
+    proc = start_load("--rate", "100", "--duration", "4", "--workers", "2", "--email-user", "kim",
+                      "--base-url", stub.url, "--json", str(out))
+    until(lambda: _at_least(stub, 50), 30, "50 orders arrived")
+    run_id = stub.emails()[0].split("+")[1].split("-")[0]
+    victims = _workers_of(run_id)
+    assert len(victims) == 2, victims
+    os.kill(int(victims[0]), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    data = report(out)
+    assert len(data["lost_workers"]) == 1
+    lost = data["lost_workers"][0]
+    survivor = [i for i in _numbers(stub.emails(), run_id) if i % 2 != lost]
+    assert survivor == list(range(1 - lost, 400, 2)), "the other worker sent every one of its orders"
+    assert data["scheduled"] < 400, "the dead worker's later orders were never scheduled"
+    assert data["succeeded"] <= len(stub.emails())
+
+
+def test_the_image_program_runs_workers_too(stub: Stub) -> None:
+    """`python -m metalmart loadgen --workers 2` (what the in-cluster Job runs): progress lines, then one report."""
+    done = subprocess.run([sys.executable, "-m", "metalmart", "loadgen", "--rate", "200", "--duration", "1",
+                           "--workers", "2", "--base-url", stub.url], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["event"] == "report"
+    assert (events[-1]["report"]["scheduled"], events[-1]["report"]["succeeded"]) == (200, 200)
+    assert events[-1]["report"]["workers"] == 2
+    assert len(stub.emails()) == 200

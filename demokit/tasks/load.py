@@ -20,7 +20,7 @@ from demokit import incluster, reach, targets
 from demokit.cli import task
 from demokit.errors import INTERRUPTED, USAGE, UserError
 from demokit.tasks.common import TARGET_HELP, err, out, say, target_of
-from metalmart.loadgen import OPTIONS, LoadConfig, LoadRun, check_target, fetch_products
+from metalmart.loadgen import OPTIONS, Fleet, LoadConfig, LoadRun, check_target, fetch_products, new_run
 from metalmart.loadgen import progress as counts_of
 
 
@@ -63,18 +63,17 @@ def _counts(p: dict[str, Any]) -> str:
             f"rate {p['rate']:.1f}/s  p99 {p['p99_ms']:.1f} ms")
 
 
-async def _run(config: LoadConfig, interactive: bool) -> LoadRun:
+async def _run(config: LoadConfig, interactive: bool) -> LoadRun | Fleet:
     await check_target(config.base_url)
     products, source = await fetch_products(config.catalogue_url)
     say(f"load: {config.rate:g} orders/s for {config.duration:g} s ({config.scheduled_total} orders) to "
         f"{config.base_url}; e-mails @{config.email_domain} (match ratio {config.match_ratio:g}); "
-        f"products from the {source}; run id {config.run_id}")
-    run = LoadRun(config, products)
+        f"products from the {source}; run id {config.run_id}"
+        + (f"; {config.worker_count} worker processes" if config.worker_count > 1 else ""))
+    run = new_run(config, products)
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
     worker = asyncio.create_task(run.run(on_tick=None))
-    loop.add_signal_handler(signal.SIGINT, worker.cancel)
+    loop.add_signal_handler(signal.SIGINT, run.stop)
     try:
         if interactive:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -134,7 +133,7 @@ def rate_and_duration(preset: str, rate: float | None, duration: float | None) -
 def load(c: Context, rate: float | None = None, duration: float | None = None, preset: str = DEFAULT_PRESET,
          base_url: str | None = None, target: str | None = None, email_domain: str = "metalbear.com",
          match_ratio: float = 1.0, email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
-         in_cluster: bool = False) -> None:
+         in_cluster: bool = False, workers: int | None = None) -> None:
     """Stream orders at an exact rate (open loop) and account for every one of them."""
     rate, duration = rate_and_duration(preset, rate, duration)
     json_path = Path(json) if json else None
@@ -142,7 +141,8 @@ def load(c: Context, rate: float | None = None, duration: float | None = None, p
         raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist", USAGE)
     options = LoadConfig(rate=float(rate), duration=float(duration), base_url=base_url or "http://127.0.0.1",
                          catalogue_url=None, email_domain=email_domain, match_ratio=float(match_ratio),
-                         email_user=email_user, max_inflight=int(max_inflight))
+                         email_user=email_user, max_inflight=int(max_inflight),
+                         workers=None if workers is None else int(workers))
     options.check()  # bad options are refused before anything is reached
     if in_cluster:
         report = _in_cluster(c, target, base_url, options)
