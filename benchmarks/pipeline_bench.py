@@ -24,7 +24,7 @@ from rich.table import Table
 
 from metalmart import db as dbmod
 from metalmart import orders
-from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun
+from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun, cores
 from tests.helpers import AppStack, Broker, KafkaBroker, Postgres, sql
 
 
@@ -120,25 +120,30 @@ CREATION_GOAL = (0.8, 3.0)  # orders/s at least 0.8× pgbench's transactions/s; 
 
 
 def creation(broker: Broker, pg: Postgres, logs: Path, seconds: float) -> tuple[Table, list[dict[str, Any]]]:
+    """Per client count: pgbench, then the order service as one process, then as ORDER_WORKERS = the cores."""
+    n = max(2, cores())
     table = Table(title=f"order creation beside pgbench running its transaction, same PostgreSQL, closed loop, "
-                        f"{seconds:g} s a cell (pgbench first, then the order service)")
-    for col in ("clients", "pgbench tx/s", "orders/s", "ratio", "pgbench p99 ms", "p99 ms", "p99 ratio", "errors",
-                "goal (≥0.8×, p99 <3×, 0 errors)"):
+                        f"{seconds:g} s a cell (pgbench first, then the order service as 1 and {n} processes)")
+    for col in ("clients", "pgbench tx/s", "processes", "orders/s", "ratio", "pgbench p99 ms", "p99 ms", "p99 ratio",
+                "errors", "goal (≥0.8×, p99 <3×, 0 errors)"):
         table.add_column(col, justify="right")
     rows = []
     for clients in (8, 32, 128):
         base = pgbench(pg.new_database(), clients, seconds, logs)
-        stack = AppStack(broker.bootstrap, pg.new_database(), logs).start(processor=False)
-        try:
-            r = asyncio.run(closed_loop(stack.base, clients, seconds))
-        finally:
-            stack.stop()
-        ratio, p99_ratio = r["rate"] / base["rate"], r["p99"] / base["p99"]
-        ok = ratio >= CREATION_GOAL[0] and p99_ratio < CREATION_GOAL[1] and r["errors"] == 0
-        table.add_row(str(clients), f"{base['rate']:.0f}", f"{r['rate']:.0f}", f"{ratio:.2f}×", f"{base['p99']:.1f}",
-                      f"{r['p99']:.1f}", f"{p99_ratio:.1f}×", str(r["errors"]), "met" if ok else "missed")
-        rows.append({"clients": clients, "pgbench": base, "order_service": r, "ratio": ratio, "p99_ratio": p99_ratio,
-                     "met": ok})
+        for workers in (1, n):
+            stack = AppStack(broker.bootstrap, pg.new_database(), logs,
+                             order_env={"ORDER_WORKERS": str(workers)}).start(processor=False)
+            try:
+                r = asyncio.run(closed_loop(stack.base, clients, seconds))
+            finally:
+                stack.stop()
+            ratio, p99_ratio = r["rate"] / base["rate"], r["p99"] / base["p99"]
+            ok = ratio >= CREATION_GOAL[0] and p99_ratio < CREATION_GOAL[1] and r["errors"] == 0
+            table.add_row(str(clients), f"{base['rate']:.0f}", str(workers), f"{r['rate']:.0f}", f"{ratio:.2f}×",
+                          f"{base['p99']:.1f}", f"{r['p99']:.1f}", f"{p99_ratio:.1f}×", str(r["errors"]),
+                          "met" if ok else "missed")
+            rows.append({"clients": clients, "workers": workers, "pgbench": base, "order_service": r,
+                         "ratio": ratio, "p99_ratio": p99_ratio, "met": ok})
     return table, rows
 
 

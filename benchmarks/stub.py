@@ -1,6 +1,8 @@
 """A stand-in order service for measuring the load generator: answers POST /api/orders with 201 after a fixed
 delay, and remembers the e-mails it saw (GET /_emails; GET /api/orders/stats counts them as pending). Runs as its
-own process so it does not share the generator's event loop: `python -m benchmarks.stub --port 18084 --delay-ms 20`."""
+own process so it does not share the generator's event loop: `python -m benchmarks.stub --port 18084 --delay-ms 20`.
+With `--reuse-port`, several stubs share one port (the kernel spreads the connections), for rates one process cannot
+answer; each remembers only its own e-mails."""
 
 from __future__ import annotations
 
@@ -42,9 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--reuse-port", action="store_true", help="share the port with other stubs")
     args = parser.parse_args()
     web.run_app(build(args.delay_ms / 1000), host="127.0.0.1", port=args.port, print=None, access_log=None,
-                backlog=4096)
+                backlog=4096, reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

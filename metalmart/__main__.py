@@ -22,7 +22,7 @@ def _run(service: str, timeout: float) -> None:
         from metalmart.settings import OrderSettings
 
         settings = OrderSettings()
-        web.serve(build_app(settings), settings.port)
+        web.serve(lambda: build_app(settings), settings.port, settings.workers)
     elif service == "catalogue":
         from metalmart.catalogue import build_app
         from metalmart.settings import CatalogueSettings

@@ -79,6 +79,13 @@ class OrderSettings:
     kafka_session_timeout_ms: int = field(default_factory=lambda: env_int("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000))
     republish_after_s: int = field(default_factory=lambda: env_int("ORDER_REPUBLISH_AFTER_S", 0, 0))
     republish_max: int = field(default_factory=lambda: env_int("ORDER_REPUBLISH_MAX", 3, 0))
+    # Processes sharing the port (SO_REUSEPORT); the outbox relay stays one, under its PostgreSQL advisory lock.
+    workers: int = field(default_factory=lambda: env_int("ORDER_WORKERS", 1, 1))
+
+    def __post_init__(self) -> None:
+        if self.workers > 1 and not self.database_url.startswith("postgresql"):
+            raise SettingsError(f"ORDER_WORKERS={self.workers} needs PostgreSQL (DATABASE_URL=postgresql://…): on "
+                                "SQLite each process would relay the outbox itself; use ORDER_WORKERS=1")
 
     @property
     def overdue_after_s(self) -> float:

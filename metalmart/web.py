@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,13 +101,64 @@ def add_probes(app: web.Application, checks: dict[str, Check], reports: dict[str
     app.router.add_get(probe("ready"), ready)
 
 
-def serve(app: web.Application, port: int) -> None:
-    """Run until SIGTERM or SIGINT; aiohttp runs the app's cleanup hooks on the way out."""
+def serve(app: web.Application | Callable[[], web.Application], port: int, workers: int = 1) -> None:
+    """Run until SIGTERM or SIGINT; aiohttp runs the app's cleanup hooks on the way out. With `workers` > 1 (an app
+    factory), that many processes share the port (SO_REUSEPORT: the kernel spreads the connections) under this
+    one, which passes SIGTERM/SIGINT on, and ends them all when one dies (its exit code is this one's, so the
+    supervisor or Kubernetes restarts the lot)."""
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     from metalmart.settings import bind_host
 
-    web.run_app(app, host=bind_host(), port=port, print=None, handle_signals=True, access_log=None,
-                shutdown_timeout=5.0, reuse_port=False)
+    if workers <= 1:
+        web.run_app(app() if callable(app) and not isinstance(app, web.Application) else app, host=bind_host(),
+                    port=port, print=None, handle_signals=True, access_log=None, shutdown_timeout=5.0,
+                    reuse_port=False)
+        return
+    assert callable(app) and not isinstance(app, web.Application), "workers need an app factory"
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()  # before any event loop, thread or connection exists in this process
+        if pid == 0:
+            code = 1
+            try:
+                web.run_app(app(), host=bind_host(), port=port, print=None, handle_signals=True, access_log=None,
+                            shutdown_timeout=5.0, reuse_port=True)
+                code = 0
+            except BaseException:
+                log.exception("order service worker failed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+    log.info("%d worker processes share port %s: %s", workers, port, ", ".join(map(str, children)))
+    _supervise(children)
+
+
+def _supervise(children: list[int]) -> None:
+    stopping = False
+
+    def stop(sig: int, _frame: Any = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed: int | None = None  # the exit code of a worker that ended on its own
+    while children:
+        pid, status = os.wait()
+        if pid not in children:
+            continue
+        children.remove(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping:  # one ended on its own: the others go too, and the whole service is restarted
+            # killed by signal N: 128 + N, as a shell says it; even a clean exit of one alone is a failure
+            failed = code if code > 0 else 128 - code if code < 0 else 1
+            log.error("worker %d ended (exit %d); stopping the others", pid, code)
+            stop(signal.SIGTERM)
+    sys.exit(failed or 0)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -173,3 +176,43 @@ def test_an_event_the_broker_lost_is_published_again_and_ships_once(database_url
             replica.stop()
         stack.stop()
         broker.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_order_service_workers_share_the_port_and_one_relay_ships_each_order_once(
+    broker: Broker, postgres: object, log_dir: Path
+) -> None:
+    """ORDER_WORKERS=2: two processes answer on one port, the outbox is relayed once (the advisory lock), every
+    order ships exactly once; one worker killed takes the service down with a non-zero exit (its supervisor
+    restarts the whole), and SIGTERM stops both."""
+    database_url = postgres.new_database()  # type: ignore[attr-defined]
+    stack = AppStack(broker.bootstrap, database_url, log_dir, order_env={"ORDER_WORKERS": "2"}).start()
+    try:
+        assert stack.order.popen is not None
+        workers = _children(stack.order.popen.pid)
+        assert len(workers) == 2, workers
+        orders = post_orders(stack.base, _emails(300), workers=32)
+        stack.wait_shipped(300, timeout=120)
+        _shipped_once(database_url, {o["id"] for o in orders})
+        messages = read_topic(broker.bootstrap, stack.topic, 300)
+        assert len(messages) == len({m.key() for m in messages}) == 300, "each event published once"
+        log = stack.order.log()
+        assert "2 worker processes share port" in log
+        os.kill(workers[0], signal.SIGKILL)
+        assert stack.order.popen.wait(30) != 0
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), "no worker outlives the service"
+    finally:
+        stack.stop()
+
+
+def test_order_service_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "metalmart", "order"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ORDER_WORKERS": "2", "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
+                               "PORT": "1"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "metalmart order: ORDER_WORKERS=2 needs PostgreSQL (DATABASE_URL=postgresql://…): on SQLite each process "
+        "would relay the outbox itself; use ORDER_WORKERS=1"]

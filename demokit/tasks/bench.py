@@ -12,12 +12,18 @@ from demokit.errors import NOT_READY, USAGE, UserError
 FAULTS = ("broker", "processor", "order", "catalogue", "database", "restart")
 
 
-@task(help={"seconds": "length of each cell (10)", "ceiling": "rate of the single-process ceiling cell (1500)"})
-def load(c: Context, seconds: float = 10.0, ceiling: float = 1500.0) -> None:
-    """The load generator against a stub at 0/20/200 ms and 20–1,000/s, beside an original-style loop."""
+@task(help={"seconds": "length of each cell (10)", "rates": "rates of the workers table, e.g. 2000,5000,10000"})
+def load(c: Context, seconds: float = 10.0, rates: str = "2000,5000,10000") -> None:
+    """The load generator against a stub at 0/20/200 ms and 20–1,000/s, beside an original-style loop; then one
+    worker beside --workers N at 2,000–10,000/s."""
     from benchmarks.load_bench import main
 
-    main(float(seconds), float(ceiling))
+    try:
+        chosen = tuple(float(r) for r in rates.split(","))
+    except ValueError:
+        raise UserError(f"--rates must be numbers separated by commas (got {rates!r}); e.g. --rates 2000,10000",
+                        USAGE) from None
+    main(float(seconds), chosen)
 
 
 @task(help={"seconds": "length of each creation cell (10)", "processor_seconds": "length of the processor runs (20)"})
