@@ -128,7 +128,10 @@ class CallbackModule(CallbackBase):
             self.changed = True
         msg = result._result.get("msg")
         if result._task.action in ("debug", "ansible.builtin.debug") and isinstance(msg, str):
-            self.notes.append(msg)
+            if self.step is None:  # a helper's note before any step (DEMO_MODE kept): said at once
+                self._out(f"        {msg}")
+            else:
+                self.notes.append(msg)
 
     def v2_runner_item_on_ok(self, result) -> None:
         if result._result.get("changed"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 from invoke import Context
@@ -31,14 +32,31 @@ def _kept_demo_mode(target: targets.Target) -> bool | None:
     return running == "on"
 
 
+# A presenter's fresh-start and deploy keep DEMO_MODE as `./run demo-mode` switched it (the deploy playbook reads it
+# from the Deployments and says so); a region's converge follows its inventory.
+KEEP_DEMO_MODE = {"metalmart_keep_running_demo_mode": True}
+
+
+def _load_kubernetes_client() -> None:
+    import kubernetes.client
+    import kubernetes.config  # noqa: F401
+
+
 def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) -> None:
     cluster.preflight(target)
     playbook = "fresh-start" if target.kind == "minikube" else "deploy-cluster"
     say(f"fresh-start on target {target.name!r} ({target.kind})")
-    kept = _kept_demo_mode(target)
-    demo = bool(target.get("metalmart_demo_mode")) if kept is None else kept
-    extra = {"verify_enabled": not no_smoke, **({} if kept is None else {"metalmart_demo_mode": kept})}
-    run = cluster.run_playbook(target, playbook, say, extra, verbose)
+    # The playbook keeps DEMO_MODE as it runs (and says so); what runs is read back for the summary below. The
+    # client loads while Ansible works, so the read after it costs a request, not an import (1.2 s here).
+    loading = threading.Thread(target=_load_kubernetes_client, daemon=True)
+    loading.start()
+    run = cluster.run_playbook(target, playbook, say, {"verify_enabled": not no_smoke, **KEEP_DEMO_MODE}, verbose)
+    loading.join()
+    try:
+        running = demomode.state(demomode.live(target))
+    except UserError:
+        running = "not readable"
+    demo = running == "on" if running in ("on", "off") else bool(target.get("metalmart_demo_mode"))
     ns, profile = target.get("metalmart_namespace"), target.get("minikube_profile")
     front = table.by_command("storefront")
     url = f"minikube --profile {profile} service {front.name} --namespace {ns} --url" if target.kind == "minikube" \
@@ -165,8 +183,8 @@ def deploy(c: Context, target: str | None = None, verbose: bool = False) -> None
     cluster.preflight(resolved)
     # The fresh-start playbook's app steps only (the minikube image first): every role's defaults, one playbook.
     playbook = "fresh-start" if resolved.kind == "minikube" else "deploy-cluster"
-    run = cluster.run_playbook(resolved, playbook, say, {}, verbose, tags=("images", "app", "seed", "verify"),
-                               log_name="deploy")
+    run = cluster.run_playbook(resolved, playbook, say, KEEP_DEMO_MODE, verbose,
+                               tags=("images", "app", "seed", "verify"), log_name="deploy")
     say("(nothing changed)" if run.changed == 0 else f"deployed image tag {images.content_tag()}")
 
 
