@@ -120,6 +120,16 @@ def ensure_base(storage: Storage, say: Say, arch: str | None = None) -> str:
     return BASE
 
 
+def prepare(say: Say, arch: str = "arm64") -> None:
+    """The stand-in base for `arch` made ahead where this machine emulates it: under emulation debootstrap takes
+    minutes, more than a test may wait, so the test setup calls this (`python -m demokit.images.standin prepare
+    arm64`) and the arm64 build test starts from it. Where there is no emulation, one line says the test is skipped."""
+    if not emulates(arch):
+        say(f"no {arch} emulation here (binfmt_misc with qemu-user-static): the {arch} build test will be skipped")
+        return
+    ensure_base(Storage(cache_dir() / f"storage-{arch}"), say, arch)
+
+
 def build(storage: Storage, ref: str, say: Say, dockerfile: str | None = DOCKERFILE,
           source: Path = ROOT, arch: str | None = None) -> list[str]:
     """Build `ref` from the context `minikube image build --file DOCKERFILE` sends (`dockerfile=None`: without
@@ -145,3 +155,16 @@ def run(storage: Storage, ref: str, name: str, args: list[str], env: dict[str, s
 
 def stop(storage: Storage, name: str) -> None:
     storage.run("podman", "rm", "--force", "--time", "5", name, check=False)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["prepare"] or len(sys.argv) != 3:
+        print("usage: python -m demokit.images.standin prepare ARCH (e.g. arm64)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        prepare(lambda m: print(m, file=sys.stderr, flush=True), sys.argv[2])
+    except UserError as exc:
+        print(f"image: {exc}", file=sys.stderr)
+        sys.exit(exc.code)

@@ -51,6 +51,8 @@ def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.kubebuild")
                 # The real node's binaries and stand-in images (where one can run), built once and cached.
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.node prepare")
+                # The arm64 stand-in base, where this machine emulates arm64: minutes under emulation, once.
+                c.run(f"{shlex.quote(sys.executable)} -m demokit.images.standin prepare arm64")
         if not no_lint:
             lint(c)
         selected = f" -k {shlex.quote(k)}" if k else ""
