@@ -422,28 +422,32 @@ class LoadRun:
                 await asyncio.gather(*still, return_exceptions=True)
 
     def report(self) -> dict[str, Any]:
-        cfg, s = self.config, self.stats
-        return {
-            "target_rate": cfg.rate,
-            "duration_s": cfg.duration,
-            "scheduled": s.scheduled,
-            "sent": s.sent,
-            "succeeded": s.succeeded,
-            "failed": s.failed,
-            "dropped": s.dropped,
-            "achieved_rate": round(s.achieved_rate(), 3),
-            "latency_ms": {"p50": _ms(s.latency, 50), "p90": _ms(s.latency, 90), "p99": _ms(s.latency, 99),
-                           "max": _ms(s.latency)},
-            "send_lag_ms": {"p50": _ms(s.send_lag, 50), "p99": _ms(s.send_lag, 99)},
-            "send_evenness": s.evenness(cfg.duration),
-            "workers": self.part[1],
-            "errors": dict(s.errors),
-            "status_codes": dict(s.status_codes),
-            "base_url": cfg.base_url,
-            "run_id": cfg.run_id,
-            "started_at": self.started_at,
-            "interrupted": self.interrupted,
-        }
+        return _report(self.config, self.stats, self.part[1], self.started_at, self.interrupted)
+
+
+def _report(cfg: LoadConfig, s: Stats, workers: int, started_at: str, interrupted: bool) -> dict[str, Any]:
+    """The run's report, from its (merged) stats: what ./run load prints and --json writes."""
+    return {
+        "target_rate": cfg.rate,
+        "duration_s": cfg.duration,
+        "scheduled": s.scheduled,
+        "sent": s.sent,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "dropped": s.dropped,
+        "achieved_rate": round(s.achieved_rate(), 3),
+        "latency_ms": {"p50": _ms(s.latency, 50), "p90": _ms(s.latency, 90), "p99": _ms(s.latency, 99),
+                       "max": _ms(s.latency)},
+        "send_lag_ms": {"p50": _ms(s.send_lag, 50), "p99": _ms(s.send_lag, 99)},
+        "send_evenness": s.evenness(cfg.duration),
+        "workers": workers,
+        "errors": dict(s.errors),
+        "status_codes": dict(s.status_codes),
+        "base_url": cfg.base_url,
+        "run_id": cfg.run_id,
+        "started_at": started_at,
+        "interrupted": interrupted,
+    }
 
 
 class Fleet:
@@ -569,11 +573,7 @@ class Fleet:
         self.stats.absorb(list(self._last.values()))
 
     def report(self) -> dict[str, Any]:
-        merged = LoadRun.__new__(LoadRun)
-        merged.config, merged.stats, merged.started_at, merged.interrupted = (
-            self.config, self.stats, self.started_at, self.interrupted)
-        merged.part = (0, self.parts)
-        result = LoadRun.report(merged)
+        result = _report(self.config, self.stats, self.parts, self.started_at, self.interrupted)
         if self.lost_workers:
             result["lost_workers"] = sorted(self.lost_workers)
         return result
@@ -624,12 +624,8 @@ async def _worker(config: LoadConfig, part: int, parts: int) -> int:
     if start_at is None:
         run.interrupted = True
     else:
-        last = [0.0]
-
-        def tick(r: LoadRun, elapsed: float) -> None:
-            if elapsed - last[0] >= Fleet.TICK_S:
-                last[0] = elapsed
-                emit("progress", stats=_pack(r.stats.snapshot(windows=False)))
+        def tick(r: LoadRun, _elapsed: float) -> None:  # run() calls it every TICK_S
+            emit("progress", stats=_pack(r.stats.snapshot(windows=False)))
 
         await run.run(on_tick=tick, tick_s=Fleet.TICK_S, start_at=start_at)
     listening.cancel()
