@@ -27,6 +27,25 @@ from tests.helpers import (
     wait_broker,
 )
 
+# ---- which tests share a worker under `./run test` (pytest-xdist, --dist loadgroup) -------------------------------
+
+# Files that must run in one process, in order: the real node (one per machine: `./run cluster start` with its node
+# and test_real_node's module node take the same bridge), and the session's converged target (built once for both
+# files; test_deploy_roles tears it down last). Every other file is a group of its own, so module fixtures are made
+# once.
+SHARED_GROUPS = {
+    "test_controlplane.py": "real-node",
+    "test_real_node.py": "real-node",
+    "test_cluster_access.py": "converged",
+    "test_deploy_roles.py": "converged",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+
 
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 from invoke import Context
 
 from demokit.cli import task
+from demokit.errors import USAGE, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -37,11 +38,14 @@ def lint(c: Context, fix: bool = False) -> None:
         "fast": "the fast tier: lint, unit and render tests (no control plane, no browser, no long end-to-end runs)",
         "no_lint": "skip lint",
         "no_setup": "skip installing PostgreSQL and Chromium and building the Kubernetes control plane",
+        "workers": "test processes (pytest-xdist; default: the cores, 2 to 4; 1 runs them in this process)",
     },
 )
-def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_setup: bool = False) -> None:
+def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_setup: bool = False,
+         workers: int = 0) -> None:
     """Lint, then every test (installs PostgreSQL and Chromium from Debian's packages first when absent, and builds
     the Kubernetes control plane the cluster tests run against); --fast for the quick tier."""
+    distribution = _distribution(workers)  # bad input is refused before the setup's minutes
     with c.cd(str(ROOT)):
         if not no_setup:
             c.run("bash scripts/ensure-test-deps.sh")
@@ -57,8 +61,20 @@ def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_
             lint(c)
         selected = f" -k {shlex.quote(k)}" if k else ""
         tier = " -m 'not cluster and not slow and not browser'" if fast else ""
-        c.run(f"{shlex.quote(sys.executable)} -m pytest -q -ra --durations=15{tier}{selected}",
-              pty=sys.stdout.isatty())
+        c.run(f"{shlex.quote(sys.executable)} -m pytest -q -ra --durations=15{tier}{selected}"
+              f"{distribution}", pty=sys.stdout.isatty())
+
+
+def _distribution(workers: int) -> str:
+    """pytest-xdist's flags for `workers` processes (0: the cores, at least 2 and at most 4). Most of a test's time
+    is spent waiting on a control plane, a broker or a rollout (one run on 2 cores kept them about half busy), so two
+    processes are worth it even on 2 cores; each makes its own control plane and broker, hence the ceiling. Tests
+    are handed out by group (tests/conftest.py: a file, or files that must share a process), in file order."""
+    if workers < 0:
+        raise UserError(f"--workers {workers}: give 1 or more test processes (0 or none: as many as the cores)",
+                        USAGE)
+    count = workers or min(4, max(2, os.cpu_count() or 1))
+    return "" if count == 1 else f" -n {count} --dist loadgroup"
 
 
 LOCKS = {"app": [], "automation": ["--extra", "automation"], "dev": ["--extra", "automation", "--extra", "dev"]}
