@@ -27,11 +27,11 @@ from tests.helpers import (
     wait_broker,
 )
 
-# ---- which tests share a worker under `./run test` (pytest-xdist, --dist loadgroup) -------------------------------
+# ---- which tests share a worker under `./run test` (pytest-xdist) ------------------------------------------------
 
 # Files that must run in one process, in order: the real node (one per machine: `./run cluster start` with its node
 # and test_real_node's module node take the same bridge), and the session's converged target (built once for both
-# files; test_deploy_roles tears it down last). Every other file is a group of its own, so module fixtures are made
+# files; test_deploy_roles tears it down last). Every other file is a unit of its own, so module fixtures are made
 # once.
 SHARED_GROUPS = {
     "test_controlplane.py": "real-node",
@@ -41,10 +41,17 @@ SHARED_GROUPS = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's file-by-file scheduling with the groups above (its own `xdist_group` marker does not reach the
+    scheduler with pytest 9, whose test ids it can no longer rewrite)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_GROUPS.get(path.rsplit("/", 1)[-1], path)
+
+    return ByGroup(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -272,8 +272,9 @@ def test_stopping_the_node_leaves_no_process_mount_link_or_rule(node: realnode.N
                  if any(str(node.dir) in a or str(node.socket) in a for a in (p.info["cmdline"] or []))]
     assert not leftovers, leftovers
     mounts = [m for m in Path("/proc/self/mountinfo").read_text().splitlines()
-              if str(node.dir) in m or str(node.store) in m]
+              if str(node.dir) in m or str(node.store) in m or str(realnode.RUNTIME_DIR) in m]
     assert not mounts, mounts[:3]
+    assert not realnode.RUNTIME_DIR.exists(), "the sockets' and the kubelet's folder is gone"
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert realnode.BRIDGE not in links and "veth" not in links, links
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout

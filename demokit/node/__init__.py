@@ -55,6 +55,10 @@ PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", 
             "ip": "iproute2"}
 NODE_BINARIES = ("kubelet", "kube-proxy", "coredns", "crictl")
 LOCK = Path("/run/metalmart-node.json")  # which folder the machine's one node belongs to
+# The node's sockets and the kubelet's root (its pod-resources and plugin sockets live there): a short path of the
+# machine's, since a Unix socket's path may not pass 107 bytes and a plane's folder can be deep (a test's temporary
+# folder under pytest-xdist made the kubelet's socket 112 bytes, and the kubelet stopped). One node per machine.
+RUNTIME_DIR = Path("/var/lib/metalmart-node")
 
 
 def cache_dir() -> Path:
@@ -120,7 +124,7 @@ class Node:
 
     @property
     def socket(self) -> Path:
-        return self.dir / "containerd.sock"
+        return RUNTIME_DIR / "containerd.sock"
 
     @property
     def store(self) -> Path:
@@ -149,7 +153,7 @@ state = "{d / 'containerd-state'}"
 [grpc]
   address = "{self.socket}"
 [ttrpc]
-  address = "{d / 'containerd.sock.ttrpc'}"
+  address = "{RUNTIME_DIR / 'containerd.sock.ttrpc'}"
 [debug]
   address = ""
 [metrics]
@@ -231,7 +235,8 @@ state = "{d / 'containerd-state'}"
         return [
             Program("containerd", ["containerd", "--config", str(d / "containerd.toml")], stopwaitsecs=20),
             Program("kubelet", [bins["kubelet"], "--config", str(d / "kubelet.yaml"),
-                                "--kubeconfig", str(d / "kubelet.kubeconfig"), "--root-dir", str(d / "kubelet"),
+                                "--kubeconfig", str(d / "kubelet.kubeconfig"),
+                                "--root-dir", str(RUNTIME_DIR / "kubelet"),
                                 "--cert-dir", str(d / "kubelet-pki"), "--hostname-override", NAME,
                                 "--node-ip", NODE_IP, "--node-labels", NODE_SELECTOR, "--v", "1"],
                     stopwaitsecs=20),
@@ -253,6 +258,7 @@ state = "{d / 'containerd-state'}"
         self.stop(lambda _m: None)
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
+        RUNTIME_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         LOCK.write_text(json.dumps({"dir": str(d)}))
         ports = {n: probes.free_port() for n in ("kubelet", "kubelet_healthz", "proxy_healthz", "proxy_metrics",
                                                   "dns_health")}
@@ -342,6 +348,8 @@ state = "{d / 'containerd-state'}"
         _remove_cgroups(CGROUP_ROOT)
         for transient in ("containerd-state", "kubelet", "cni-ipam", "opt"):
             shutil.rmtree(self.dir / transient, ignore_errors=True)
+        if _owner() in (None, str(self.dir)):  # the machine's runtime folder, unless another plane's node runs
+            shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
         with contextlib.suppress(OSError, ValueError, KeyError):
             if json.loads(LOCK.read_text())["dir"] == str(self.dir):
                 LOCK.unlink()
@@ -361,7 +369,7 @@ state = "{d / 'containerd-state'}"
                         with contextlib.suppress(psutil.Error):
                             child.kill()
                     proc.kill()
-        roots = (str(self.dir) + "/", str(self.store) + "/")
+        roots = (str(self.dir) + "/", str(self.store) + "/", str(RUNTIME_DIR) + "/")
         for point in sorted(_mounts(), key=len, reverse=True):
             if point.startswith(roots):
                 _run("umount", "--lazy", point, check=False)

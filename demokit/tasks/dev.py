@@ -69,12 +69,12 @@ def _distribution(workers: int) -> str:
     """pytest-xdist's flags for `workers` processes (0: the cores, at least 2 and at most 4). Most of a test's time
     is spent waiting on a control plane, a broker or a rollout (one run on 2 cores kept them about half busy), so two
     processes are worth it even on 2 cores; each makes its own control plane and broker, hence the ceiling. Tests
-    are handed out by group (tests/conftest.py: a file, or files that must share a process), in file order."""
+    are handed out a file at a time, or files that must share a process together (tests/conftest.py), in file order."""
     if workers < 0:
         raise UserError(f"--workers {workers}: give 1 or more test processes (0 or none: as many as the cores)",
                         USAGE)
     count = workers or min(4, max(2, os.cpu_count() or 1))
-    return "" if count == 1 else f" -n {count} --dist loadgroup"
+    return "" if count == 1 else f" -n {count}"
 
 
 LOCKS = {"app": [], "automation": ["--extra", "automation"], "dev": ["--extra", "automation", "--extra", "dev"]}
