@@ -69,11 +69,13 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "msg": f"k8s_dry_run could not start: {exc}"}
         # The client's own dry-run switch: every write it sends carries dryRun=All.
         client.dry_run = True
-        service = K8sService(client, _Module(params))
+        module = _Module(params)
+        service = K8sService(client, module)
         answers: list[dict[str, Any]] = []
         for definition in definitions:
             try:
                 answers.append(perform_action(service, definition, params))
             except Exception as exc:  # as the module's continue_on_error: the object's error, then the next one
                 answers.append({"changed": False, "error": {"msg": str(exc)}})
-        return {**result, "changed": False, "results": answers}
+        return {**result, "changed": False, "results": answers,
+                **({"warnings": module.warnings} if module.warnings else {})}
