@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import re
 import sys
 import typing
@@ -140,9 +142,19 @@ class Program(invoke.Program):
             sys.exit(INTERRUPTED)
 
 
+def _exit_without_final_collection() -> None:
+    """At exit, a last garbage collection walks every object Ansible's machinery and the Kubernetes client left
+    (0.3-0.5 s after a fresh-start on this machine). Frozen, they are left to the process's end; atexit handlers
+    still run and the output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+
+
 def main() -> None:
     from demokit.tasks import ns
 
+    atexit.register(_exit_without_final_collection)
     Program(namespace=ns, executor_class=Executor, name="MetalMart demo", binary="./run", version="0.1.0").run()
 
 

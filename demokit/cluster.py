@@ -3,6 +3,7 @@ and Ansible's whole output in a log file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -117,6 +118,8 @@ def preflight(target: Target) -> None:
 class PlaybookRun:
     changed: int
     log: Path
+    # What the playbook told ./run through set_stats for the target's cluster (the summary after a fresh-start).
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def log_path(target: Target, playbook: str) -> Path:
@@ -134,6 +137,8 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(values, fh)
         extra_file = fh.name
+    with tempfile.NamedTemporaryFile("w", suffix=".stats.json", delete=False) as fh:
+        stats_file = Path(fh.name)
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(target.path / "hosts.yml"),
                str(ROOT / "playbooks" / f"{playbook}.yml"), "-e", f"@{extra_file}",
                *(["--tags", ",".join(tags)] if tags else []),
@@ -143,7 +148,7 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
     run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
                "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "callback_plugins"),
                "ANSIBLE_CALLBACKS_ENABLED": "metalmart_steps", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-               "PATH": tool_path()}
+               "METALMART_PLAYBOOK_STATS": str(stats_file), "PATH": tool_path()}
     if os.environ.get("METALMART_PROFILE_TASKS") == "1":  # ./run bench.converge: Ansible's time per task, in the log
         run_env.update(ANSIBLE_CALLBACKS_ENABLED="metalmart_steps,ansible.posix.profile_tasks",
                        PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
@@ -162,12 +167,14 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
                     changed += int(m.group(1))
                     failed += int(m.group(2)) + int(m.group(3))
             rc = proc.wait()
+        stats = stats_file.read_text()
     finally:
         Path(extra_file).unlink(missing_ok=True)
+        stats_file.unlink(missing_ok=True)
     if rc != 0 or failed:
         raise UserError(f"{log_name or playbook} failed on {target.name} (exit {rc}); the failing step is above, the "
                         f"whole log is {log}", NOT_READY)
-    return PlaybookRun(changed, log)
+    return PlaybookRun(changed, log, json.loads(stats or "{}").get(target.host, {}))
 
 
 def confirm_teardown(target: Target, yes: bool, delete_cluster: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
 from invoke import Context
@@ -37,31 +36,27 @@ def _kept_demo_mode(target: targets.Target) -> bool | None:
 KEEP_DEMO_MODE = {"metalmart_keep_running_demo_mode": True}
 
 
-def _load_kubernetes_client() -> None:
-    import kubernetes.client
-    import kubernetes.config  # noqa: F401
-
-
 def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) -> None:
     cluster.preflight(target)
     playbook = "fresh-start" if target.kind == "minikube" else "deploy-cluster"
     say(f"fresh-start on target {target.name!r} ({target.kind})")
-    # The playbook keeps DEMO_MODE as it runs (and says so); what runs is read back for the summary below. The
-    # client loads while Ansible works, so the read after it costs a request, not an import (1.2 s here).
-    loading = threading.Thread(target=_load_kubernetes_client, daemon=True)
-    loading.start()
+    # The playbook keeps DEMO_MODE as it runs (and says so), and tells what it leaves running for the summary below
+    # (roles/metalmart/tasks/summary.yml); what it did not tell is read from the cluster.
     run = cluster.run_playbook(target, playbook, say, {"verify_enabled": not no_smoke, **KEEP_DEMO_MODE}, verbose)
-    loading.join()
-    try:
-        running = demomode.state(demomode.live(target))
-    except UserError:
-        running = "not readable"
-    demo = running == "on" if running in ("on", "off") else bool(target.get("metalmart_demo_mode"))
+    summary = run.stats.get("metalmart_summary", {})
+    if "demo_mode" in summary:
+        demo = bool(summary["demo_mode"])
+    else:
+        try:
+            running = demomode.state(demomode.live(target))
+        except UserError:
+            running = "not readable"
+        demo = running == "on" if running in ("on", "off") else bool(target.get("metalmart_demo_mode"))
     ns, profile = target.get("metalmart_namespace"), target.get("minikube_profile")
     front = table.by_command("storefront")
     url = f"minikube --profile {profile} service {front.name} --namespace {ns} --url" if target.kind == "minikube" \
         else f"kubectl --namespace {ns} port-forward svc/{front.name} {front.port}:{front.port}"
-    operator = cluster.operator_state(target, portforward.api_client(target))
+    operator = summary.get("operator") or cluster.operator_state(target, portforward.api_client(target))
     if operator == "not installed":
         operator += ": no licence (MIRRORD_LICENSE_KEY or Ansible Vault)" if not (
             cluster.licence_given() or cluster.has_vault_licence(target)) else ""
