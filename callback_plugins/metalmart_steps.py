@@ -52,9 +52,8 @@ def _preload_kubernetes_client() -> None:
     (0.25 s a task on this machine). Modules run as processes of their own and are not affected."""
     try:
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client, waiter  # noqa: F401
-        from kubernetes import stream  # noqa: F401
-        from kubernetes.client.api import core_v1_api  # noqa: F401
         from kubernetes.dynamic import resource  # noqa: F401
+        from kubernetes.stream import ws_client  # noqa: F401
     except ImportError:
         return  # no client installed: the first task that needs it says so
 
