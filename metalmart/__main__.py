@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -15,31 +14,36 @@ SERVICES = ("order", "processor", "catalogue", "storefront", "seed", "smoke", "l
 
 
 def _run(service: str, timeout: float) -> None:
-    from metalmart import web
-
     if service == "order":
+        from metalmart import web
         from metalmart.order_service import build_app
         from metalmart.settings import OrderSettings
 
         settings = OrderSettings()
         web.serve(lambda: build_app(settings), settings.port, settings.workers)
     elif service == "catalogue":
+        from metalmart import web
         from metalmart.catalogue import build_app
         from metalmart.settings import CatalogueSettings
 
         cat = CatalogueSettings()
         web.serve(build_app(cat), cat.port)
     elif service == "storefront":
+        from metalmart import web
         from metalmart.settings import StorefrontSettings
         from metalmart.storefront import build_app
 
         front = StorefrontSettings()
         web.serve(build_app(front), front.port)
     elif service == "processor":
+        import asyncio
+
         from metalmart.processor import main
 
         asyncio.run(main())
     elif service == "seed":
+        import asyncio
+
         from metalmart import db as dbmod
         from metalmart.catalogue import seed
         from metalmart.settings import CatalogueSettings
