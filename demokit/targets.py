@@ -92,13 +92,23 @@ def available(folder: str | os.PathLike[str] | None = None) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / "hosts.yml").is_file()) if base.is_dir() else []
 
 
+def _role_files(loader: Any, kind: str) -> dict[str, Any]:
+    """Every role's `kind` (defaults or vars) file, combined as Ansible combines them (no two roles share a name)."""
+    from ansible.utils.vars import combine_vars
+
+    combined: dict[str, Any] = {}
+    for path in sorted((ROOT / "roles").glob(f"*/{kind}/main.yml")):
+        combined = combine_vars(combined, loader.load_from_file(str(path), trusted_as_template=True) or {})
+    return combined
+
+
 def load(name: str, folder: str | os.PathLike[str] | None = None, host: str | None = None) -> Target:
     """The target `name`; for an inventory of several clusters (a region), the variables of `host` (by default its
     first cluster)."""
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
-    from ansible.playbook.play import Play
     from ansible.template import Templar
+    from ansible.utils.vars import combine_vars
     from ansible.vars.manager import VariableManager
 
     path = inventory_dir(folder) / name
@@ -117,11 +127,12 @@ def load(name: str, folder: str | os.PathLike[str] | None = None, host: str | No
                 known = ", ".join(h.name for h in inventory.get_hosts())
                 raise UserError(f"target {name!r} has no cluster {host!r}; its clusters: {known}", USAGE)
         manager = VariableManager(loader=loader, inventory=inventory)
-        # A play over every role, never run: its variables are the roles' defaults under the inventory's values.
-        roles = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "defaults" / "main.yml").is_file())
-        play = Play.load({"name": "variables", "hosts": "all", "gather_facts": False, "roles": roles},
-                         variable_manager=manager, loader=loader)
-        values = manager.get_vars(play=play, host=hosts[0])
+        # As a play over every role sees them: the roles' defaults under the inventory's values, the roles' own
+        # vars over them (Ansible's precedence), each file read by Ansible's loader as a role's is. A Play of the
+        # roles would say the same but parses every role's tasks too (0.25 s here, on every ./run).
+        values = _role_files(loader, "defaults")
+        values = combine_vars(values, manager.get_vars(host=hosts[0]))
+        values = combine_vars(values, _role_files(loader, "vars"))
     except AnsibleError as exc:
         first = str(exc).strip().splitlines()[0]
         hint = "; export ANSIBLE_VAULT_PASSWORD_FILE" if "vault" in first.lower() else ""
