@@ -1,8 +1,9 @@
 """Targets are Ansible inventories: `inventories/<name>/hosts.yml` with `group_vars/` saying what it is.
 
-A target's variables are Ansible's own: its inventory over the defaults of every role, with Ansible's precedence and
-templating, read through Ansible's inventory and variable managers. Nothing here re-implements either, so what
-Python reads (a namespace, a port, a topic) is what a playbook run on that target would use.
+A target's variables are Ansible's own: its inventory over the defaults of every role and under the roles' vars,
+read through Ansible's inventory and variable managers and its loader, combined and templated by Ansible. Only the
+order of those three layers is written here (Ansible's documented precedence), so what Python reads (a namespace, a
+port, a topic) is what a playbook run on that target would use.
 """
 
 from __future__ import annotations
