@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from demokit.probes import free_port, http_ok, until
-from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun, cores, new_run
+from metalmart.loadconfig import cores
+from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun, new_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

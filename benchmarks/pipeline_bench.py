@@ -24,7 +24,8 @@ from rich.table import Table
 
 from metalmart import db as dbmod
 from metalmart import orders
-from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun, cores
+from metalmart.loadconfig import cores
+from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun
 from tests.helpers import AppStack, Broker, KafkaBroker, Postgres, sql
 
 

@@ -18,7 +18,7 @@ from demokit.cluster import PlaybookRun
 from demokit.errors import NOT_READY, UserError
 from demokit.portforward import api_client
 from demokit.targets import Target
-from metalmart.loadgen import LoadConfig
+from metalmart.loadconfig import LoadConfig
 
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 

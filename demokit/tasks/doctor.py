@@ -6,7 +6,6 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
-from demokit import doctor as checks_of
 from demokit.cli import task
 from demokit.errors import NOT_READY
 from demokit.targets import ROOT
@@ -18,6 +17,8 @@ from demokit.tasks.common import TARGET_HELP, emit_json, out, target_of
 def doctor(c: Context, target: str | None = None, json: bool = False,
            config: str = ".mirrord/order-processor.json") -> None:
     """Check everything the demo needs, one line each (✓, or ✗ with the fix); exit 4 when a blocking check fails."""
+    from demokit import doctor as checks_of
+
     resolved = target_of(c, target)
     path = Path(config) if Path(config).is_absolute() else ROOT / config
     checks = checks_of.run(resolved, path)

@@ -10,18 +10,20 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke import Context
 from rich.live import Live
 from rich.table import Table
 
-from demokit import incluster, reach, targets
+from demokit import reach, targets
 from demokit.cli import task
 from demokit.errors import INTERRUPTED, USAGE, UserError
 from demokit.tasks.common import TARGET_HELP, err, out, say, target_of
-from metalmart.loadgen import OPTIONS, Fleet, LoadConfig, LoadRun, check_target, fetch_products, new_run
-from metalmart.loadgen import progress as counts_of
+from metalmart.loadconfig import OPTIONS, LoadConfig
+
+if TYPE_CHECKING:
+    from metalmart.loadgen import Fleet, LoadRun
 
 
 @contextlib.contextmanager
@@ -64,6 +66,9 @@ def _counts(p: dict[str, Any]) -> str:
 
 
 async def _run(config: LoadConfig, interactive: bool) -> LoadRun | Fleet:
+    from metalmart.loadgen import check_target, fetch_products, new_run
+    from metalmart.loadgen import progress as counts_of
+
     await check_target(config.base_url)
     products, source = await fetch_products(config.catalogue_url)
     say(f"load: {config.rate:g} orders/s for {config.duration:g} s ({config.scheduled_total} orders) to "
@@ -178,6 +183,8 @@ def _in_cluster(c: Context, target_name: str | None, base_url: str | None, optio
         if sys.stderr.isatty() or event["elapsed_s"] - last[0] >= 5.0:
             last[0] = event["elapsed_s"]
             say(f"{event['elapsed_s']:5.0f} s  scheduled {event['scheduled']}/{event['total']}  {_counts(event)}")
+
+    from demokit import incluster
 
     return incluster.run(target, options, show, say)
 
