@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from tenacity import (
@@ -83,30 +81,8 @@ def wait_broker(bootstrap: str, timeout: float) -> None:
     until(lambda: broker_answers(bootstrap), timeout, f"Kafka broker at {bootstrap}")
 
 
-# Our listeners' ports are picked below the kernel's ephemeral range (and Kubernetes' NodePorts, 30000-32767): a port
-# the kernel hands out for port 0 can be taken by any outgoing connection between the pick and the listener's bind
-# (once, etcd failed to start with "bind: address already in use" right after a test run that way).
-PICK_RANGE = (20000, 30000)
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 49152  # the IANA range, macOS's default
-
-
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on, from PICK_RANGE while it lies below the ephemeral range."""
-    low, high = PICK_RANGE[0], min(PICK_RANGE[1], _ephemeral_low())
-    for port in random.sample(range(low, high), min(64, max(high - low, 0))):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # no room below the ephemeral range (or all taken): the kernel's choice
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
