@@ -52,13 +52,13 @@ def _iso(t: float) -> str:
 
 
 class Bench:
-    def __init__(self, folder: Path, republish_after_s: int | None, kafka: str = "tansu") -> None:
+    def __init__(self, folder: Path, republish_after_s: int | None, kafka: str = "tansu", **values: Any) -> None:
         self.pg = Postgres(folder).start()
         self.database_url = self.pg.new_database()
         ports = {name: probes.free_port() for name in (*names(), "kafka_controller")}
         inventories = inventory(folder, "local", local_state_dir=str(folder / "state"), local_ports=ports,
                                 local_database_url=self.database_url, local_kafka=kafka,
-                                metalmart_republish_after_s=republish_after_s or "")
+                                metalmart_republish_after_s=republish_after_s or "", **values)
         self.stack = LocalStack(targets.load("local", inventories))
 
     @property

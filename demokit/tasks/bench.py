@@ -75,6 +75,31 @@ def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str =
         raise UserError(f"orders lost or shipped twice under: {', '.join(bad)} (see the table)", NOT_READY)
 
 
+@task(help={"kafka": "the brokers, comma-separated: tansu,apache (both)",
+            "rate": "orders per second while the processor is held (20, the medium preset)",
+            "duration": "seconds of load while it is held (30)", "hold": "seconds the processor is held (120; 0: none)",
+            "slow_orders": "orders for the original processor's pace, one at a time, 10 s each (10; 0: none)",
+            "json": "also write the rows as JSON to this path"})
+def pause(c: Context, kafka: str = "tansu,apache", rate: float = 20.0, duration: float = 30.0, hold: float = 120.0,
+          slow_orders: int = 10, json: str | None = None) -> None:
+    """A processor held (SIGSTOP) under load, and one as slow as the original: events published again, messages
+    received twice, orders lost or shipped twice."""
+    from benchmarks.pause_bench import main
+
+    chosen = tuple(k.strip() for k in kafka.split(",") if k.strip())
+    if not chosen or any(k not in ("tansu", "apache") for k in chosen):
+        raise UserError(f"--kafka takes tansu, apache or both, comma-separated (got {kafka!r})", USAGE)
+    if rate <= 0 or duration <= 0 or hold < 0 or slow_orders < 0:
+        raise UserError("--rate and --duration must be above 0, --hold and --slow-orders 0 or more; e.g. --hold 120",
+                        USAGE)
+    if json and not Path(json).parent.exists():
+        raise UserError(f"--json {json}: folder {Path(json).parent} does not exist", USAGE)
+    rows = main(chosen, float(rate), float(duration), float(hold), int(slow_orders), json)
+    bad = [f"{r['broker']} {r['case']}" for r in rows if r["lost"] or r["shipped_twice"]]
+    if bad:
+        raise UserError(f"orders lost or shipped twice: {'; '.join(bad)} (see the table)", NOT_READY)
+
+
 @task(help={"rounds": "starts of each broker, interleaved (3)"})
 def brokers(c: Context, rounds: int = 3) -> None:
     """Tansu beside Apache Kafka: start time and memory, side by side."""
@@ -98,4 +123,4 @@ def converge(c: Context, runs: int = 2, json: str | None = None) -> None:
     main(int(runs), json)
 
 
-ns = Collection("bench", load, pipeline, metrics, faults, brokers, converge)
+ns = Collection("bench", load, pipeline, metrics, faults, pause, brokers, converge)
