@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient
 from metalmart import db as dbmod
 from metalmart.orders import SCHEMA, NotFound, OrderStore, StatusConflict, ValidationError, validate_new_order
 from metalmart.outbox import OutboxRelay
+from metalmart.reconcile import Reconciler
 from metalmart.settings import OrderSettings
 from metalmart.web import MAX_BODY, OPENER, add_probes, database_unavailable, error, read_json
 
@@ -135,17 +136,8 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     store = OrderStore(database, settings.kafka.topic, settings.overdue_after_s)
     app[STORE] = store
 
-    async def reconcile() -> int:
-        cutoff = store.overdue_cutoff()
-        ids = await store.republish_overdue(cutoff, settings.republish_max, reason=(
-            f"not moved for {settings.overdue_after_s:g} s after its event was published"))
-        if ids:
-            log.warning("%d order(s) not shipped and not moved for %g s after their event was published (an "
-                        "acknowledged event the broker lost?): publishing again, at most %d times each: %s",
-                        len(ids), settings.overdue_after_s, settings.republish_max, ", ".join(ids[:10]))
-        return len(ids)
-
-    app[RELAY] = OutboxRelay(database, settings.kafka.client_config(), reconcile=reconcile)
+    reconciler = Reconciler(store, settings.kafka.client_config(), settings.republish_max)
+    app[RELAY] = OutboxRelay(database, settings.kafka.client_config(), reconcile=reconciler)
 
     async def relay() -> None:
         app[RELAY].start()
@@ -157,11 +149,13 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await opener.start()
         log.info("order service on port %s, database %s, topic %s on %s; an order not moved %g s after its event was "
-                 "published gets it published again (at most %d times)", settings.port, database.dialect,
+                 "published has its record read back from the broker, and its event is published again (at most %d "
+                 "times) only when the broker no longer holds it", settings.port, database.dialect,
                  settings.kafka.topic, settings.kafka.brokers, settings.overdue_after_s, settings.republish_max)
         yield
         await opener.stop()
         await app[RELAY].stop()
+        reconciler.close()
         await database.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -53,7 +53,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
     "CREATE INDEX IF NOT EXISTS outbox_key ON outbox (msg_key)",
     "CREATE INDEX IF NOT EXISTS orders_status ON orders (status, updated_at)",
-    # Each time the reconciler published an order's event again (see OrderStore.republish_overdue).
+    # Each time the reconciler published an order's event again (metalmart/reconcile.py).
     """CREATE TABLE IF NOT EXISTS republished (
         id {AUTOID},
         order_id TEXT NOT NULL,
@@ -61,6 +61,14 @@ SCHEMA = [
         at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS republished_order ON republished (order_id)",
+    # Where the broker put each event it acknowledged (from the delivery report), and when the reconciler last
+    # found the record still there: the evidence it decides from (metalmart/reconcile.py).
+    """CREATE TABLE IF NOT EXISTS outbox_landed (
+        outbox_id {BIG} PRIMARY KEY,
+        kafka_partition INTEGER NOT NULL,
+        kafka_offset {BIG} NOT NULL,
+        checked_at TEXT
+    )""",
 ]
 
 log = logging.getLogger("metalmart.orders")
@@ -318,42 +326,60 @@ class OrderStore:
         )
 
     async def overdue(self, tx: Tx, published_before: str, limit: int | None = None,
-                      max_republish: int | None = None) -> list[Row]:
-        """Orders not yet shipped that have not moved since `published_before`, and whose every event was published
-        before then (so the processor has had its time), with how often they were republished already. Not only
+                      max_republish: int | None = None, unchecked_since: str | None = None) -> list[Row]:
+        """Orders not yet shipped that have not moved since `published_before`, and whose latest event was published
+        before then (the processor has had its time), with that event's topic, where the broker put it (partition
+        and offset, when the delivery report said) and how often the order was republished already. Not only
         pending ones: an order a processor had taken to `processing` when its message vanished (a broker that lost
-        its storage before the offset was committed) is just as stuck."""
+        its storage before the offset was committed) is just as stuck. `unchecked_since` leaves out the events whose
+        record the reconciler found on the broker since then. Such an order is waiting (a consumer held at a
+        breakpoint, or a slow one), not lost: only the reconciler's read of the broker tells the two apart."""
+        checked = " AND (l.checked_at IS NULL OR l.checked_at < ?)" if unchecked_since else ""
         rows = await tx.fetchall(
-            "SELECT o.id AS id, COUNT(r.id) AS republished FROM orders o"
-            " LEFT JOIN republished r ON r.order_id = o.id"
+            "SELECT o.id AS id, e.id AS outbox_id, e.topic AS topic, l.kafka_partition AS kafka_partition,"
+            " l.kafka_offset AS kafka_offset,"
+            " (SELECT COUNT(*) FROM republished r WHERE r.order_id = o.id) AS republished"
+            " FROM orders o JOIN outbox e ON e.id = (SELECT MAX(x.id) FROM outbox x WHERE x.msg_key = o.id)"
+            " LEFT JOIN outbox_landed l ON l.outbox_id = e.id"
             " WHERE o.status IN ('pending', 'processing', 'confirmed') AND o.updated_at < ?"
-            " AND NOT EXISTS (SELECT 1 FROM outbox u WHERE u.msg_key = o.id AND"
-            " (u.published_at IS NULL OR u.published_at >= ?))"
-            " AND EXISTS (SELECT 1 FROM outbox p WHERE p.msg_key = o.id)"
-            " GROUP BY o.id ORDER BY o.id",
-            (published_before, published_before),
+            f" AND e.published_at IS NOT NULL AND e.published_at < ?{checked} ORDER BY o.id",
+            (published_before, published_before, *((unchecked_since,) if unchecked_since else ())),
         )
         if max_republish is not None:
             rows = [r for r in rows if int(r["republished"]) < max_republish]
         return rows[:limit] if limit is not None else rows
 
-    async def republish_overdue(self, published_before: str, max_republish: int, reason: str,
-                                limit: int = 500) -> list[str]:
-        """Publish again the event of each overdue order (at most `max_republish` times per order): an event the
-        broker acknowledged and then lost (a broker that lost its storage) would leave the order stuck for good.
-        The processor takes an order on from where it stands and the order service refuses a step backwards or
-        twice, so this can never ship an order twice."""
+    async def republish(self, order_ids: list[str], published_before: str, reason: str) -> list[str]:
+        """Publish again the event of each order that is still not shipped and has not moved since
+        `published_before` (the reconciler found its record gone from the broker): an event the broker acknowledged
+        and then lost would leave the order stuck for good. The processor takes an order on from where it stands and
+        the order service refuses a step backwards or twice, so this can never ship an order twice."""
         stamp = now_iso()
+        done = []
         async with self.db.transaction() as tx:
-            rows = await self.overdue(tx, published_before, limit, max_republish)
-            for row in rows:
-                order = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (row["id"],))
+            for order_id in order_ids:
+                order = await tx.fetchone(
+                    "SELECT * FROM orders WHERE id = ? AND status IN ('pending', 'processing', 'confirmed')"
+                    " AND updated_at < ?", (order_id, published_before))
                 if order is None:
-                    continue
+                    continue  # it moved meanwhile
                 await self._enqueue(tx, order_view(order), stamp)
                 await tx.execute("INSERT INTO republished (order_id, reason, at) VALUES (?, ?, ?)",
-                                 (row["id"], reason, stamp))
-        return [r["id"] for r in rows]
+                                 (order_id, reason, stamp))
+                done.append(order_id)
+        return done
+
+    async def still_held(self, outbox_ids: list[int]) -> None:
+        """Note that the broker still holds these events' records (checked now): not looked at again for a while."""
+        if not outbox_ids:
+            return
+        stamp = now_iso()
+        async with self.db.transaction() as tx:
+            for start in range(0, len(outbox_ids), 500):
+                chunk = outbox_ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                await tx.execute(f"UPDATE outbox_landed SET checked_at = ? WHERE outbox_id IN ({marks})",
+                                 (stamp, *chunk))
 
     async def get(self, order_id: str) -> dict[str, Any]:
         async with self.db.transaction() as tx:

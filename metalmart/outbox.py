@@ -42,13 +42,16 @@ def producer_config(kafka: dict[str, str]) -> dict[str, Any]:
 
 Reconcile = Callable[[], Awaitable[int]]
 
+# An acknowledged event: its outbox id, and the partition and offset the broker gave its record.
+Landing = tuple[int, int, int]
+
 
 class OutboxRelay:
     def __init__(self, db: Database, kafka: dict[str, str], batch_size: int = 500, idle_poll_s: float = 1.0,
                  reconcile: Reconcile | None = None, reconcile_every_s: float = 5.0) -> None:
         self.db = db
-        # Publishes again the events of orders still pending long after theirs went out (OrderStore.
-        # republish_overdue); run by the relay, so on PostgreSQL only the replica holding the lock does it.
+        # Publishes again the events the broker lost (metalmart/reconcile.py); run by the relay, so on PostgreSQL
+        # only the replica holding the lock does it.
         self.reconcile = reconcile
         self.reconcile_every_s = reconcile_every_s
         self.republished = 0
@@ -61,11 +64,12 @@ class OutboxRelay:
         self.failed_attempts = 0
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
-        self._acked: list[int] = []
+        self._acked: list[Landing] = []
         self._nacked: list[int] = []
         self._acks_lock = threading.Lock()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Called after an order is committed, so its event goes out at once instead of at the next poll."""
@@ -83,11 +87,14 @@ class OutboxRelay:
         await loop.run_in_executor(None, self.producer.flush, 5.0)
         await self._mark()
 
-    def _on_delivery(self, generation: int, outbox_id: int, err: KafkaError | None, _msg: Any) -> None:
+    def _on_delivery(self, generation: int, outbox_id: int, err: KafkaError | None, msg: Any) -> None:
         if generation != self._generation:
             return  # from a producer session we gave up on; its events are being sent again
         with self._acks_lock:
-            (self._nacked if err is not None else self._acked).append(outbox_id)
+            if err is None:
+                self._acked.append((outbox_id, msg.partition(), msg.offset()))
+            else:
+                self._nacked.append(outbox_id)
         if err is not None:
             log.debug("event %s not delivered: %s", outbox_id, err)
 
@@ -109,10 +116,18 @@ class OutboxRelay:
         stamp = now_iso()
         for start in range(0, len(acked), 500):
             chunk = acked[start : start + 500]
+            ids = [outbox_id for outbox_id, _, _ in chunk]
             marks = ", ".join("?" for _ in chunk)
+            landed = [value for landing in chunk for value in landing]
             async with self.db.transaction() as tx:
-                await tx.execute(f"UPDATE outbox SET published_at = ? WHERE id IN ({marks})", (stamp, *chunk))
-        self._inflight.difference_update(acked)
+                await tx.execute(f"UPDATE outbox SET published_at = ? WHERE id IN ({marks})", (stamp, *ids))
+                # Where the record landed: the reconciler reads it back before it would publish the event again.
+                await tx.execute(
+                    "INSERT INTO outbox_landed (outbox_id, kafka_partition, kafka_offset) VALUES "
+                    + ", ".join("(?, ?, ?)" for _ in chunk)
+                    + " ON CONFLICT (outbox_id) DO UPDATE SET kafka_partition = excluded.kafka_partition,"
+                    " kafka_offset = excluded.kafka_offset, checked_at = NULL", landed)
+        self._inflight.difference_update(outbox_id for outbox_id, _, _ in acked)
         self.published += len(acked)
 
     async def _run(self) -> None:
@@ -128,7 +143,28 @@ class OutboxRelay:
                 log.warning("outbox relay cannot take its lock (%s); trying again in 1 s", exc)
                 await asyncio.sleep(1.0)
 
+    async def _reconcile(self) -> None:
+        assert self.reconcile is not None
+        try:
+            republished = await self.reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconciler round failed; trying again at the next")
+            return
+        if republished:
+            self.republished += republished
+            self._wake.set()
+
     async def _relay(self, lock: Any) -> None:
+        try:
+            await self._relay_events(lock)
+        finally:
+            if self._reconciling is not None:
+                self._reconciling.cancel()
+                await asyncio.gather(self._reconciling, return_exceptions=True)
+
+    async def _relay_events(self, lock: Any) -> None:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self.reconcile_every_s
         while not self._stopping:
@@ -138,8 +174,9 @@ class OutboxRelay:
                     if not await lock.held():
                         log.warning("outbox relay lost its lock (database restarted?); taking it again")
                         return
-                    if self.reconcile is not None:
-                        self.republished += await self.reconcile()
+                    # Beside the relay, not in its way: reading records back can take a few seconds.
+                    if self.reconcile is not None and (self._reconciling is None or self._reconciling.done()):
+                        self._reconciling = asyncio.create_task(self._reconcile(), name="outbox-reconciler")
                 await self._mark()
                 async with self.db.transaction() as tx:
                     rows = await unpublished(tx, self.batch_size, self._inflight)

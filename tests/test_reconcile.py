@@ -1,0 +1,75 @@
+"""The reconciler's evidence: a record read back where the broker said it landed, on Apache Kafka and on Tansu (which
+reports a partition's end as its last batch's first offset + 1, so records of the last batch lie past that end)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from demokit.kafka import ensure_topic
+from metalmart.reconcile import RecordCheck
+from tests.helpers import Broker
+
+
+def _produce(bootstrap: str, topic: str, keys: list[str]) -> dict[str, tuple[int, int]]:
+    """Each key's (partition, offset) from its delivery report, sent as one batch per partition."""
+    landed: dict[str, tuple[int, int]] = {}
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 200})
+
+    def report(err, msg) -> None:  # type: ignore[no-untyped-def]
+        assert err is None, err
+        landed[msg.key().decode()] = (msg.partition(), msg.offset())
+
+    for key in keys:
+        producer.produce(topic, key=key.encode(), value=b"{}", on_delivery=report)
+    producer.flush(30)
+    assert len(landed) == len(keys)
+    return landed
+
+
+@pytest.fixture(params=["apache", "tansu"])
+def any_broker(request: pytest.FixtureRequest) -> Broker:
+    return request.getfixturevalue("broker" if request.param == "apache" else "tansu")
+
+
+def test_records_held_where_they_landed_are_found_and_the_rest_are_not(any_broker: Broker) -> None:
+    bootstrap = any_broker.bootstrap
+    topic = f"landed-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, 2)
+    keys = [f"order-{i}" for i in range(40)]
+    landed = _produce(bootstrap, topic, keys)
+    check = RecordCheck({"bootstrap.servers": bootstrap})
+    try:
+        wanted: dict[int, dict[int, str]] = {}
+        for key, (partition, offset) in landed.items():
+            wanted.setdefault(partition, {})[offset] = key
+        verdicts = check.check(topic, wanted)
+        assert all(verdicts.values()), "every record of every batch, the last one included, is held"
+
+        # Another key at a held offset (a topic created again and filled by other orders), an offset past the end.
+        partition, offset = landed[keys[0]]
+        end = max(o for p, o in landed.values() if p == partition) + 1
+        verdicts = check.check(topic, {partition: {offset: "someone-else", end + 5: keys[0]}})
+        assert verdicts == {(partition, offset): False, (partition, end + 5): False}
+
+        # The topic deleted: nothing of it is held.
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.delete_topics([topic])[topic].result(30)
+        verdicts = check.check(topic, wanted)
+        assert set(verdicts.values()) == {False}
+    finally:
+        check.close()
+
+
+def test_a_broker_that_does_not_answer_decides_nothing() -> None:
+    from demokit.probes import free_port
+
+    check = RecordCheck({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, timeout_s=1.0)
+    try:
+        assert check.check("order.created", {0: {5: "order-1"}}) == {(0, 5): None}
+    finally:
+        check.close()
