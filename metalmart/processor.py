@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from metalmart.orders import PIPELINE
 from metalmart.services import probe
-from metalmart.settings import ProcessorSettings, bind_host
+from metalmart.settings import ProcessorSettings, bind_host, debugger_attached
 from metalmart.web import install_stop_signals
 
 log = logging.getLogger("metalmart.processor")
@@ -138,6 +138,12 @@ class Counters:
     gave_up: int = 0
     malformed: int = 0
     commits: int = 0
+    redelivered: int = 0  # messages handed back by a rebalance that this process had already taken
+
+
+# Messages taken, remembered so that a rebalance handing them back does not take them twice: many more than a
+# process has in flight (PROCESSOR_CONCURRENCY) and takes between two commits.
+TAKEN_REMEMBERED = 20_000
 
 
 class OrderProcessor:
@@ -150,6 +156,8 @@ class OrderProcessor:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")  # every consumer call
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
+        # (topic, partition, offset) → the message's key, and its task while it runs.
+        self._taken: OrderedDict[tuple[str, int, int], tuple[bytes | None, asyncio.Task[None] | None]] = OrderedDict()
         self._http: aiohttp.ClientSession | None = None
         self.consumer = Consumer(
             {
@@ -160,6 +168,9 @@ class OrderProcessor:
                 # starts at `latest` can miss the first message routed to it.
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
+                # How long without a poll before the consumer leaves its group (a debugger holding the process):
+                # see metalmart/settings.py. Past it, the processor rejoins when it runs again.
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "client.id": "metalmart-order-processor",
                 # A topic deleted, created again or given more partitions is seen within seconds (the default is
                 # 5 minutes): the group rebalances onto the partitions that exist.
@@ -245,9 +256,10 @@ class OrderProcessor:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        log.info("consuming %s as group %s from %s; demo mode %s (steps %s s); concurrency %d",
-                 s.kafka.topic, s.group_id, s.kafka.brokers, "on" if s.demo_mode else "off",
-                 " + ".join(f"{d:g}" for d in s.step_delays), s.concurrency)
+        log.info("consuming %s as group %s from %s; demo mode %s (steps %s s); concurrency %d; max.poll.interval.ms "
+                 "%d%s", s.kafka.topic, s.group_id, s.kafka.brokers, "on" if s.demo_mode else "off",
+                 " + ".join(f"{d:g}" for d in s.step_delays), s.concurrency, s.max_poll_interval_ms,
+                 " (a debugger is attached)" if debugger_attached() else "")
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=s.concurrency)
         )
@@ -284,17 +296,42 @@ class OrderProcessor:
     def _accept(self, msg: Message) -> None:
         err = msg.error()
         if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
+            if err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                log.warning("held longer than max.poll.interval.ms (%d ms: a breakpoint?): the consumer left its "
+                            "group and joins it again; messages handed back that this process already took are not "
+                            "taken twice", self.settings.max_poll_interval_ms)
+            elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", err)
             return
-        state = self.tracker.received(msg.topic(), msg.partition(), msg.offset())
-        task = asyncio.create_task(self._process(msg, state))
+        where = (msg.topic(), msg.partition(), msg.offset())
+        state = self.tracker.received(*where)
+        before = self._taken.get(where)
+        if before is not None and before[0] == msg.key():
+            # Handed back by a rebalance from the last commit (the group moved on while this process stood still,
+            # or the broker restarted): this process has it already, in flight or done. Its offset is finished
+            # when that is, and the order is neither processed nor shown at the breakpoint again.
+            self.counters.redelivered += 1
+            task = asyncio.create_task(self._taken_already(before[1], state, msg.offset()))
+        else:
+            task = asyncio.create_task(self._process(msg, state))
+            self._taken[where] = (msg.key(), task)
+            while len(self._taken) > TAKEN_REMEMBERED:
+                self._taken.popitem(last=False)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _process(self, msg: Message, state: PartitionState) -> None:
         await self.handle_order_message(msg)
         self.tracker.finished(state, msg.offset())
+        where = (msg.topic(), msg.partition(), msg.offset())
+        if where in self._taken:
+            self._taken[where] = (msg.key(), None)  # done: keep the key, not the task
+        self._room.set()
+
+    async def _taken_already(self, first: asyncio.Task[None] | None, state: PartitionState, offset: int) -> None:
+        if first is not None and not first.done():
+            await asyncio.wait([first])
+        self.tracker.finished(state, offset)
         self._room.set()
 
     async def _shutdown(self) -> None:
@@ -317,8 +354,10 @@ class OrderProcessor:
         the log line below, and only messages whose header matches your mirrord filter stop at it."""
         headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
         customer = headers.get("customer_email", "?")
-        log.info("received order message topic=%s partition=%d offset=%d customer=%s",
-                 msg.topic(), msg.partition(), msg.offset(), customer)
+        where = (msg.topic(), msg.partition(), msg.offset(), customer)
+        # One line on purpose: a call spread over two lines stops a debugger twice at its first line (Python 3.11
+        # reports that line again for the call itself), so the presenter would press Continue twice per message.
+        log.info("received order message topic=%s partition=%d offset=%d customer=%s", *where)
         self.counters.received += 1
         try:
             event = json.loads(msg.value() or b"")
@@ -407,6 +446,8 @@ def health_app(proc: OrderProcessor) -> web.Application:
         return web.json_response({"status": "ok", "joined": proc.joined, "inflight": proc.tracker.inflight,
                                   "received": c.received, "shipped": c.shipped, "gave_up": c.gave_up,
                                   "malformed": c.malformed, "already_done": c.already_done, "commits": c.commits,
+                                  "redelivered": c.redelivered,
+                                  "max_poll_interval_ms": proc.settings.max_poll_interval_ms,
                                   "assigned": sorted(f"{t}[{p}]" for t, p in proc.assigned),
                                   "partitions": proc.tracker.describe(),
                                   "demo_mode": proc.settings.demo_mode})

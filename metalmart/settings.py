@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from metalmart.services import by_command, local_url
@@ -98,6 +99,19 @@ class OrderSettings:
         return 2 * (self.kafka_session_timeout_ms / 1000 + sum(NORMAL_STEPS))
 
 
+# How long the processor may go without polling before its consumer leaves the group (max.poll.interval.ms): the
+# cluster's processor polls every fraction of a second, so librdkafka's 5 minutes only catches a process that hangs;
+# a process someone debugs stands still for as long as a breakpoint holds, so it gets 30 minutes. Past either, the
+# processor rejoins when it runs again, and takes no message twice (OrderProcessor._accept).
+MAX_POLL_INTERVAL_MS = 300_000
+DEBUGGED_MAX_POLL_INTERVAL_MS = 1_800_000
+
+
+def debugger_attached() -> bool:
+    """A debugger runs this process: VS Code's debugpy (or its pydevd) is loaded, or a trace function is set."""
+    return sys.gettrace() is not None or any(m in sys.modules for m in ("debugpy", "pydevd"))
+
+
 @dataclass(frozen=True)
 class ProcessorSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -106,7 +120,15 @@ class ProcessorSettings:
     demo_mode: bool = field(default_factory=lambda: env_bool("DEMO_MODE", False))
     concurrency: int = field(default_factory=lambda: env_int("PROCESSOR_CONCURRENCY", 256, 1))
     session_timeout_ms: int = field(default_factory=lambda: env_int("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000))
+    max_poll_interval_ms: int = field(default_factory=lambda: env_int(
+        "KAFKA_MAX_POLL_INTERVAL_MS", DEBUGGED_MAX_POLL_INTERVAL_MS if debugger_attached() else MAX_POLL_INTERVAL_MS,
+        1000))
     health_port: int = field(default_factory=lambda: env_int("PORT", by_command("processor").port, 0))
+
+    def __post_init__(self) -> None:
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise SettingsError(f"KAFKA_MAX_POLL_INTERVAL_MS={self.max_poll_interval_ms} is below the session timeout "
+                                f"(KAFKA_SESSION_TIMEOUT_MS={self.session_timeout_ms}); set it to at least that")
 
     @property
     def step_delays(self) -> tuple[float, float, float]:
