@@ -3,15 +3,17 @@ reports a partition's end as its last batch's first offset + 1, so records of th
 
 from __future__ import annotations
 
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from demokit.kafka import ensure_topic
+from demokit.kafka import apache, ensure_topic
 from metalmart.reconcile import RecordCheck
-from tests.helpers import Broker
+from tests.helpers import AppStack, Broker, post_orders
 
 
 def _produce(bootstrap: str, topic: str, keys: list[str]) -> dict[str, tuple[int, int]]:
@@ -73,3 +75,34 @@ def test_a_broker_that_does_not_answer_decides_nothing() -> None:
         assert check.check("order.created", {0: {5: "order-1"}}) == {(0, 5): None}
     finally:
         check.close()
+
+
+def test_another_client_library_takes_the_processors_group_after_it_stopped(any_broker: Broker, database_url: str,
+                                                                             log_dir: Path, tmp_path: Path) -> None:
+    """The processor stopped (SIGTERM, as supervisor and Kubernetes stop it) leaves its group, so a consumer of
+    another client library (Kafka's own console consumer, Java, not librdkafka) joins the group at once and reads
+    what comes next from the processor's last commit."""
+    stack = AppStack(any_broker.bootstrap, database_url, log_dir).start()
+    try:
+        post_orders(stack.base, [f"before-{i}@example.com" for i in range(3)])
+        stack.wait_shipped(3, timeout=60)
+    finally:
+        stack.stop()
+    producer = Producer({"bootstrap.servers": any_broker.bootstrap})
+    for i in range(3):
+        producer.produce(stack.topic, key=f"after-{i}".encode(), value=b"{}")
+    producer.flush(30)
+    log4j = tmp_path / "log4j.properties"
+    log4j.write_text("log4j.rootLogger=WARN, stderr\nlog4j.appender.stderr=org.apache.log4j.ConsoleAppender\n"
+                     "log4j.appender.stderr.Target=System.err\nlog4j.appender.stderr.layout=org.apache.log4j."
+                     "PatternLayout\n")
+    done = subprocess.run(
+        [apache.java(), f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{apache.ensure(lambda _m: None)}/*",
+         "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", any_broker.bootstrap,
+         "--topic", stack.topic, "--group", stack.group, "--max-messages", "3", "--timeout-ms", "60000",
+         "--property", "print.key=true",
+         # A partition no order went to has no commit: read it from its start (only the messages sent here).
+         "--consumer-property", "auto.offset.reset=earliest"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    keys = sorted(line.split("\t")[0] for line in done.stdout.splitlines() if line.strip())
+    assert keys == ["after-0", "after-1", "after-2"], done.stdout + done.stderr[-3000:]
