@@ -123,6 +123,12 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
     checks.append(Check("DEMO_MODE", True, f"{now}" + (f": {demomode.per_order(now == 'on')}" if now in ("on", "off")
                                                        else ""), blocking=False))
     checks.append(_filter_matches(found, config))
+    if target.kind == "local" and target.get("local_kafka") != "apache":
+        checks.append(Check("consumers of other client libraries", True,
+                            "Tansu has refused a Go (sarama) consumer in a group our processor had left; for a "
+                            "consumer of another language, set local_kafka: apache in "
+                            f"inventories/{target.name}/group_vars/all.yml and ./run fresh-start --target "
+                            f"{target.name} again", blocking=False))
     return checks
 
 
