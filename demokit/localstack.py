@@ -8,6 +8,7 @@ tests start and stop this stack many times, where Ansible's own start-up would d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from confluent_kafka.admin import AdminClient
 
 from demokit import probes
 from demokit.errors import CONFLICT, NOT_READY, USAGE, UserError
@@ -201,6 +203,10 @@ class LocalStack:
         if procs and all(p["statename"] == "RUNNING" for p in procs.values()) and self.running_matches():
             health = self.health()
             if all(v == "ready" for v in health.values()):
+                put_right = self._put_right(say)
+                if put_right:
+                    say(f"the local stack is up; put right: {'; '.join(put_right)}")
+                    return {"changed": True, "health": self.health()}
                 say("the local stack is already up and healthy; nothing to do")
                 return {"changed": False, "health": health}
         if procs:
@@ -243,16 +249,38 @@ class LocalStack:
         with _step(say, f"topic {self.topic}"):
             ensure_topic(self.bootstrap, self.topic, int(self.target.get("kafka_topic_partitions")))
         with _step(say, "catalogue seeded"):
-            seed = table.by_command("seed")
-            values = self.settings()
-            env = {**os.environ, **{name: values[name] for name in seed.env}}
-            out = subprocess.run([sys.executable, "-m", "metalmart", seed.command], capture_output=True, text=True,
-                                 env=env)
-            if out.returncode != 0:
-                raise UserError(f"seeding the catalogue failed: {out.stderr.strip().splitlines()[-1:]}", NOT_READY)
+            self._seed()
         services = [s.name for s in table.services()]
         with _step(say, ", ".join(services)):
             self._start(services, started)
+
+    def _seed(self) -> dict[str, int]:
+        """Seed the catalogue (idempotent); returns how many products were added and how many were there."""
+        seed = table.by_command("seed")
+        values = self.settings()
+        env = {**os.environ, **{name: values[name] for name in seed.env}}
+        out = subprocess.run([sys.executable, "-m", "metalmart", seed.command], capture_output=True, text=True,
+                             env=env)
+        if out.returncode != 0:
+            raise UserError(f"seeding the catalogue failed: {out.stderr.strip().splitlines()[-1:]}", NOT_READY)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def _put_right(self, say: Say) -> list[str]:
+        """What a first run makes that can go missing while the processes run (the topic or some of its partitions,
+        products of the catalogue): made again, as a first run would; returns what was put right."""
+        changes = []
+        want = int(self.target.get("kafka_topic_partitions"))
+        meta = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0}).list_topics(timeout=10)
+        have = meta.topics.get(self.topic)
+        if have is None or len(have.partitions) < want:
+            with _step(say, f"topic {self.topic}"):
+                ensure_topic(self.bootstrap, self.topic, want)
+            changes.append(f"topic {self.topic} created" if have is None else
+                           f"topic {self.topic} given {want - len(have.partitions)} more partition(s)")
+        seeded = self._seed()
+        if seeded["added"]:
+            changes.append(f"{seeded['added']} product(s) of the catalogue seeded again")
+        return changes
 
     def _start(self, services: list[str], started: list[str]) -> None:
         self.supervisor.start(services)

@@ -13,7 +13,7 @@ from demokit import render as renderer
 from demokit.cli import task
 from demokit.errors import USAGE, UserError
 from demokit.targets import ROOT, Target
-from demokit.tasks.common import cluster_target_of, say
+from demokit.tasks.common import TARGET_HELP, cluster_target_of, say, target_of
 
 
 @task(help={"target": "a cluster inventory under inventories/ (minikube)", "out": "folder to write into",
@@ -32,7 +32,7 @@ def render(c: Context, target: str | None = None, out: str = "rendered", email_f
             "email_filter": "a regex on the customer_email header, e.g. '^alice\\+.*@metalbear\\.com$'",
             "email_domain": "the domain of --user's e-mails (metalbear.com)",
             "output": "the file to write (default: .mirrord/NAME.json, or .mirrord/order-processor.json)",
-            "target": "a cluster inventory under inventories/ (minikube)"})
+            "target": TARGET_HELP})
 def mirrord_config(c: Context, user: str | None = None, email: str | None = None, email_filter: str | None = None,
                    email_domain: str = "metalbear.com", output: str | None = None, target: str | None = None) -> None:
     """Write a mirrord config for one person's session: only orders matching its filter reach them."""
@@ -44,7 +44,7 @@ def mirrord_config(c: Context, user: str | None = None, email: str | None = None
         raise UserError(f"--user must be a plain name like alice (got {user!r})", USAGE)
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         raise UserError(f"--email must be an address like alice@metalbear.com (got {email!r})", USAGE)
-    resolved = cluster_target_of(c, target)
+    resolved = target_of(c, target)
     regex = mirrordcfg.user_filter(user, email_domain) if user else mirrordcfg.address_filter(email) if email \
         else email_filter if email_filter is not None else str(resolved.get("mirrord_config_email_filter"))
     problem = mirrordcfg.filter_problem(regex)

@@ -1,0 +1,89 @@
+"""Paths a newcomer takes as the README offers them: plain `invoke` from an Invoke installed outside `.venv`,
+`mirrord-config` with no cluster on the machine, and a fix `./run doctor` prints, run as printed after its cause was
+staged."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from demokit.probes import holds, http_ok, until
+from tests.helpers import ROOT, RUN, LocalTarget, post_orders
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[LocalTarget]:
+    t = LocalTarget(tmp_path, local_kafka="apache")
+    yield t
+    t.run("teardown", "--target", "local", "--purge")
+
+
+def test_invoke_installed_outside_the_project_runs_the_same_tasks(tmp_path: Path) -> None:
+    """Invoke in its own virtualenv (as pipx installs it), without the project's dependencies."""
+    venv = tmp_path / "invoke-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pinned = next(line.split()[0] for line in (ROOT / "requirements" / "automation.txt").read_text().splitlines()
+                  if line.startswith("invoke=="))
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", pinned], check=True,
+                   timeout=300)
+    listed = subprocess.run([str(venv / "bin" / "invoke"), "--list"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr
+    assert "fresh-start" in listed.stdout and "load" in listed.stdout
+    bad = subprocess.run([str(venv / "bin" / "invoke"), "load", "--rate", "abc"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.strip().splitlines() == ["error: --rate takes a number (got 'abc'); e.g. --rate 20"], bad.stderr
+
+
+def test_mirrord_config_without_a_cluster_picks_local_like_every_task(target: LocalTarget, tmp_path: Path) -> None:
+    out = tmp_path / "alice.json"
+    env = {**target.env}
+    env.pop("INVOKE_METALMART_TARGET", None)
+    done = subprocess.run([*RUN, "mirrord-config", "--user", "alice", "--output", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "no minikube on this machine: using the `local` target" in done.stderr
+    assert "could not read the splitting resources" not in done.stderr
+    config = json.loads(out.read_text())
+    assert config["feature"]["split_queues"]["order-created"]["message_filter"]["customer_email"] == \
+        r"^alice(\+.*)?@metalbear\.com$"
+    assert (target.state / "ansible-mirrord-config.log").is_file(), "its log is the local target's"
+
+
+def test_the_fix_doctor_prints_for_a_deleted_topic_puts_it_right(target: LocalTarget) -> None:
+    up = target.run("fresh-start", "--target", "local", timeout=300)
+    assert up.returncode == 0, up.stderr
+    bootstrap = f"127.0.0.1:{target.ports['broker']}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics(["order.created"])["order.created"].result(30)
+    until(lambda: holds("order.created" not in admin.list_topics(timeout=5).topics), 30, "topic deleted")
+
+    doctor = target.run("doctor", "--target", "local", "--json")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    topic = checks["the order topic exists"]
+    assert doctor.returncode == 4 and not topic["ok"], topic
+    fix = topic["fix"].split(" (")[0]
+    assert fix.startswith("./run fresh-start --target local"), fix
+    done = target.run(*shlex.split(fix)[1:], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "put right: topic order.created created" in done.stderr, done.stderr
+    assert "(nothing changed)" not in done.stdout
+
+    base = f"http://127.0.0.1:{target.ports['order']}"
+    orders = post_orders(base, [f"after-fix-{i}@example.com" for i in range(20)])
+    for order in orders:
+        until(lambda o=order: holds(http_ok(f"{base}/api/orders/{o['id']}", timeout=5)["status"] == "shipped"), 90,
+              f"order {order['id']} shipped")
+    again = target.run("fresh-start", "--target", "local", timeout=300)
+    assert again.returncode == 0 and "(nothing changed)" in again.stdout, again.stderr
