@@ -49,7 +49,7 @@ def run(target: Target, config: Path) -> list[Check]:
         checks.append(Check("the stack answers", False, str(exc), f"./run fresh-start --target {target.name}"))
     if target.kind != "local":
         checks += _operator(target, config)
-    checks.append(_mirrord_cli(blocking=target.kind != "local"))
+    checks.append(_mirrord_cli())
     return checks
 
 
@@ -122,7 +122,7 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
     now = demomode.state(values)
     checks.append(Check("DEMO_MODE", True, f"{now}" + (f": {demomode.per_order(now == 'on')}" if now in ("on", "off")
                                                        else ""), blocking=False))
-    checks.append(_filter_matches(found, config))
+    checks.append(_filter_matches(found, config, target.name))
     if target.kind == "local" and target.get("local_kafka") != "apache":
         checks.append(Check("consumers of other client libraries", True,
                             "Tansu has refused a Go (sarama) consumer in a group our processor had left; for a "
@@ -132,23 +132,24 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
     return checks
 
 
-def _filter_matches(found: reach.Endpoints, config: Path) -> Check:
+def _filter_matches(found: reach.Endpoints, config: Path, target: str) -> Check:
     name = "the mirrord filter matches the orders being sent"
+    write = f"./run mirrord-config --target {target}"
     try:
         data = json.loads(config.read_text())
         split = next(iter(data["feature"]["split_queues"].values()))
         regex = split["message_filter"]["customer_email"]
     except (OSError, ValueError, KeyError, StopIteration) as exc:
-        return Check(name, False, f"cannot read {config}: {exc}", "./run mirrord-config")
+        return Check(name, False, f"cannot read {config}: {exc}", write)
     try:
         recent = _http(f"{found.url('order')}/api/orders?limit=50")
     except Exception as exc:
-        return Check(name, False, f"the order service does not answer ({exc})", "./run status")
+        return Check(name, False, f"the order service does not answer ({exc})", f"./run status --target {target}")
     try:
         pattern = re.compile(regex)
     except (re.error, TypeError) as exc:
         return Check(name, False, f"the filter {regex!r} in {config.name} is not a regular expression ({exc})",
-                     "./run mirrord-config")
+                     write)
     from metalmart.smoke import SMOKE_EMAIL
 
     # The verify order is outside every filter on purpose (a session must never take it): it is not "being sent".
@@ -157,8 +158,8 @@ def _filter_matches(found: reach.Endpoints, config: Path) -> Check:
         return Check(name, True, "no orders yet to compare with", blocking=False)
     matched = sum(1 for e in emails if pattern.search(e))
     return Check(name, matched > 0, f"{matched} of the last {len(emails)} orders match {regex!r} ({config.name})",
-                 "" if matched else "your breakpoint will never hit: ./run load --email-user NAME with "
-                                    "./run mirrord-config --user NAME")
+                 "" if matched else f"your breakpoint will never hit: ./run load --target {target} --email-user NAME "
+                                    f"with {write} --user NAME")
 
 
 def _operator(target: Target, config: Path) -> list[Check]:
@@ -170,12 +171,14 @@ def _operator(target: Target, config: Path) -> list[Check]:
     ready = re.search(r"(\d+)/\d+ ready", state)
     running = bool(ready and int(ready.group(1)) > 0)
     checks = [Check("the mirrord operator runs", running, state,
-                    "" if running else "MIRRORD_LICENSE_KEY=… ./run fresh-start (or ask the cluster's owner)")]
+                    "" if running else f"MIRRORD_LICENSE_KEY=… ./run fresh-start --target {target.name} (or ask the "
+                                       "cluster's owner)")]
     try:
         ids = cluster.queue_ids(target)
         want = next(iter(json.loads(config.read_text())["feature"]["split_queues"]))
     except (UserError, OSError, ValueError, KeyError, StopIteration) as exc:
-        checks.append(Check("the splitting resources match the config", False, str(exc), "./run fresh-start"))
+        checks.append(Check("the splitting resources match the config", False, str(exc),
+                            f"./run fresh-start --target {target.name}"))
         ids, want = set(), ""
     else:
         ok = want in ids
@@ -191,18 +194,21 @@ def _operator(target: Target, config: Path) -> list[Check]:
         present = False
     checks.append(Check("the licence is present", present or state.startswith("running"),
                         f"Secret {secret}" + (" present" if present else " absent") + " (never shown)",
-                        "" if present else "MIRRORD_LICENSE_KEY=… ./run fresh-start, or Ansible Vault"))
+                        "" if present else f"MIRRORD_LICENSE_KEY=… ./run fresh-start --target {target.name}, or "
+                                           "Ansible Vault"))
     return checks
 
 
-def _mirrord_cli(blocking: bool) -> Check:
+def _mirrord_cli() -> Check:
+    """Not blocking on any target: VS Code's mirrord extension brings its own CLI, so a presenter who works from VS
+    Code needs none on PATH; from a terminal, the fix names it."""
     found = shutil.which("mirrord")
     if not found:
         return Check("the mirrord CLI is installed", False, "no mirrord on PATH",
-                     "install it: https://metalbear.co/mirrord/docs/overview/quick-start/", blocking)
+                     "install it: https://metalbear.co/mirrord/docs/overview/quick-start/", blocking=False)
     done = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30)
     version = (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
-    return Check("the mirrord CLI is installed", done.returncode == 0, version, "", blocking)
+    return Check("the mirrord CLI is installed", done.returncode == 0, version, "", blocking=False)
 
 
 def as_json(checks: list[Check]) -> list[dict[str, Any]]:
@@ -215,5 +221,7 @@ def lines(checks: list[Check], mark: Callable[[bool], str]) -> list[str]:
         text = f"{mark(c.ok)} {c.name}: {c.detail}"
         if not c.ok and c.fix:
             text += f" → {c.fix}"
+        if not c.ok:
+            text += " (blocks the demo)" if c.blocking else " (does not block the demo)"
         out.append(text)
     return out

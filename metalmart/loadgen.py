@@ -198,19 +198,20 @@ def classify(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def check_target(base_url: str, within_s: float = 5.0) -> None:
-    """Fail fast, and in one line, when the order service does not answer."""
+async def check_target(base_url: str, within_s: float = 5.0,
+                       hint: str = "is the stack up? try `./run status` or `./run fresh-start`") -> None:
+    """Fail fast, and in one line ending in `hint`, when the order service does not answer."""
     url = f"{base_url.rstrip('/')}{probe('health')}"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within_s)) as http, \
                 http.get(url) as resp:
             if resp.status != 200:
-                raise UserError(f"{url} answered HTTP {resp.status}; is the order service healthy? "
-                                "try `./run status`", UNREACHABLE)
+                raise UserError(f"{url} answered HTTP {resp.status}; the order service is not healthy: {hint}",
+                                UNREACHABLE)
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = classify(exc)
-        raise UserError(f"cannot reach the order service at {url} ({reason}: {exc or type(exc).__name__}); "
-                        "is the stack up? try `./run status` or `./run fresh-start`", UNREACHABLE) from exc
+        raise UserError(f"cannot reach the order service at {url} ({reason}: {exc or type(exc).__name__}); {hint}",
+                        UNREACHABLE) from exc
 
 
 async def fetch_products(catalogue_url: str | None) -> tuple[list[dict[str, Any]], str]:

@@ -65,11 +65,11 @@ def _counts(p: dict[str, Any]) -> str:
             f"rate {p['rate']:.1f}/s  p99 {p['p99_ms']:.1f} ms")
 
 
-async def _run(config: LoadConfig, interactive: bool) -> LoadRun | Fleet:
+async def _run(config: LoadConfig, interactive: bool, hint: str) -> LoadRun | Fleet:
     from metalmart.loadgen import check_target, fetch_products, new_run
     from metalmart.loadgen import progress as counts_of
 
-    await check_target(config.base_url)
+    await check_target(config.base_url, hint=hint)
     products, source = await fetch_products(config.catalogue_url)
     say(f"load: {config.rate:g} orders/s for {config.duration:g} s ({config.scheduled_total} orders) to "
         f"{config.base_url}; e-mails @{config.email_domain} (match ratio {config.match_ratio:g}); "
@@ -156,9 +156,12 @@ def load(c: Context, rate: float | None = None, duration: float | None = None, p
             json_path.write_text(_dumps(report))
             say(f"report written to {json_path}")
         return
-    with _urls(None if base_url else target_of(c, target), base_url) as (url, catalogue):
+    resolved = None if base_url else target_of(c, target)
+    hint = "is the order service at --base-url up?" if resolved is None else \
+        f"is the stack up? try `./run status --target {resolved.name}` or `./run fresh-start --target {resolved.name}`"
+    with _urls(resolved, base_url) as (url, catalogue):
         config = dataclasses.replace(options, base_url=url, catalogue_url=catalogue)
-        run = asyncio.run(_run(config, interactive=sys.stderr.isatty()))
+        run = asyncio.run(_run(config, interactive=sys.stderr.isatty(), hint=hint))
     report = run.report()
     out.print(summary_table(report))
     if json_path is not None:
