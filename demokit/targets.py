@@ -89,8 +89,10 @@ class Target:
 
 
 def available(folder: str | os.PathLike[str] | None = None) -> list[str]:
+    """The targets to offer: every inventory but the templates (`*.example`, copied to make a region)."""
     base = inventory_dir(folder)
-    return sorted(p.name for p in base.iterdir() if (p / "hosts.yml").is_file()) if base.is_dir() else []
+    return sorted(p.name for p in base.iterdir() if (p / "hosts.yml").is_file() and p.suffix != ".example") \
+        if base.is_dir() else []
 
 
 def _role_files(loader: Any, kind: str) -> dict[str, Any]:

@@ -69,9 +69,9 @@ class LoadConfig:
     def check(self) -> None:
         """Every problem as a UserError naming the option and a valid value."""
         if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise UserError(f"--rate must be a number above 0 (got {self.rate}); e.g. --rate 20", USAGE)
+            raise UserError(f"--rate must be a number above 0 (got {self.rate:g}); e.g. --rate 20", USAGE)
         if not (self.duration > 0 and math.isfinite(self.duration)):
-            raise UserError(f"--duration must be seconds above 0 (got {self.duration}); e.g. --duration 120", USAGE)
+            raise UserError(f"--duration must be seconds above 0 (got {self.duration:g}); e.g. --duration 120", USAGE)
         if not 0.0 <= self.match_ratio <= 1.0:
             raise UserError(f"--match-ratio must be between 0 and 1 (got {self.match_ratio}); e.g. 0.5", USAGE)
         if self.max_inflight < 1:

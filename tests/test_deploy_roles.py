@@ -147,8 +147,8 @@ def test_demo_mode_switches_its_two_deployments_and_fresh_start_keeps_it(converg
     rolled = sorted(n for n, rs in after.items() if rs["metadata"]["name"] != before[n])
     assert rolled == ["order-processor", "storefront"], "new ReplicaSets for exactly the two readers"
     assert all(rs["status"].get("readyReplicas") == 1 for rs in after.values()), "the rollouts completed"
-    assert "DEMO_MODE already off on kubetest; nothing restarted" in again.stderr
-    assert shown.stdout.strip() == "DEMO_MODE off on kubetest: 2 s + 3 s + 5 s, about 10 s an order"
+    assert "DEMO_MODE is already off on target kubetest; nothing restarted" in again.stderr
+    assert shown.stdout.strip() == "DEMO_MODE is off on target kubetest: 2 s + 3 s + 5 s, about 10 s an order"
     assert "keeping DEMO_MODE off as it runs (the inventory says on)" in kept.stderr
     assert set(_steps(kept.stderr).values()) == {"unchanged"}, "fresh-start did not flip it back"
     images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in

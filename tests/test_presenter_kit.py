@@ -46,7 +46,7 @@ def _shipping_seconds(target: LocalTarget) -> float:
 
 def test_demo_mode_switches_only_its_two_processes_and_fresh_start_keeps_it(stack: LocalTarget) -> None:
     shown = stack.run("demo-mode", "--target", "local")
-    assert shown.stdout.strip() == "DEMO_MODE off on local: 2 s + 3 s + 5 s, about 10 s an order"
+    assert shown.stdout.strip() == "DEMO_MODE is off on target local: 2 s + 3 s + 5 s, about 10 s an order"
     off = _shipping_seconds(stack)
     before = _pids(stack)
     switched = stack.run("demo-mode", "on", "--target", "local")
@@ -56,14 +56,14 @@ def test_demo_mode_switches_only_its_two_processes_and_fresh_start_keeps_it(stac
     kept = stack.run("fresh-start", "--target", "local")
 
     assert switched.returncode == 0, switched.stderr
-    assert "DEMO_MODE off → on on local: restarted order-processor, storefront" in switched.stderr
+    assert "DEMO_MODE off → on on target local: restarted order-processor, storefront" in switched.stderr
     assert sorted(n for n in before if before[n] != after[n]) == ["order-processor", "storefront"]
     assert off >= 10.0, "off: the processor waits 2 s + 3 s + 5 s"
     assert on < off / 3, f"on: 200 ms × 3 ({on:.2f} s against {off:.2f} s)"
-    assert "DEMO_MODE already on on local; nothing restarted" in again.stderr and _pids(stack) == after
+    assert "DEMO_MODE is already on on target local; nothing restarted" in again.stderr and _pids(stack) == after
     assert "keeping DEMO_MODE on as it runs (the inventory says off)" in kept.stderr
     assert "(nothing changed)" in kept.stdout and _pids(stack) == after
-    assert stack.run("demo-mode", "--target", "local").stdout.startswith("DEMO_MODE on on local: 200 ms × 3")
+    assert stack.run("demo-mode", "--target", "local").stdout.startswith("DEMO_MODE is on on target local: 200 ms × 3")
 
 
 def test_a_bad_demo_mode_word_is_one_line(stack: LocalTarget) -> None:

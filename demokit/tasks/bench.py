@@ -14,8 +14,9 @@ FAULTS = ("broker", "processor", "order", "catalogue", "database", "restart")
 
 @task(help={"seconds": "length of each cell (10)", "rates": "rates of the workers table, e.g. 2000,5000,10000"})
 def load(c: Context, seconds: float = 10.0, rates: str = "2000,5000,10000") -> None:
-    """The load generator against a stub at 0/20/200 ms and 20–1,000/s, beside an original-style loop; then one
-    worker beside --workers N at 2,000–10,000/s."""
+    """The load generator against a stub, beside an original-style loop.
+
+    At 0/20/200 ms and 20–1,000/s; then one worker beside --workers N at 2,000–10,000/s."""
     from benchmarks.load_bench import main
 
     try:
@@ -54,8 +55,10 @@ def metrics(c: Context, target: str = "local", rounds: int = 20) -> None:
             "republish_after": "the reconciler's bound in seconds (default: the order service's own, derived)"})
 def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str = ",".join(FAULTS),
            json: str | None = None, republish_after: int = 0, kafka: str = "tansu") -> None:
-    """Kill the broker, the processor, the order service and the catalogue, stop the database, restart the stack,
-    each in the middle of a steady load; count lost and twice-shipped orders and the time to recover."""
+    """Faults in the middle of a steady load: lost and twice-shipped orders, and the time to recover.
+
+    The broker, the processor, the order service and the catalogue killed, the database stopped, the stack
+    restarted."""
     from benchmarks.fault_bench import main
 
     chosen = tuple(f.strip() for f in faults.split(",") if f.strip())
@@ -82,8 +85,9 @@ def faults(c: Context, rate: float = 50.0, duration: float = 60.0, faults: str =
             "json": "also write the rows as JSON to this path"})
 def pause(c: Context, kafka: str = "tansu,apache", rate: float = 20.0, duration: float = 30.0, hold: float = 120.0,
           slow_orders: int = 10, json: str | None = None) -> None:
-    """A processor held (SIGSTOP) under load, and one as slow as the original: events published again, messages
-    received twice, orders lost or shipped twice."""
+    """A processor held under load, and one as slow as the original: what is published or received again.
+
+    Held with SIGSTOP; counts events published again, messages received twice, orders lost or shipped twice."""
     from benchmarks.pause_bench import main
 
     chosen = tuple(k.strip() for k in kafka.split(",") if k.strip())
@@ -112,8 +116,9 @@ def brokers(c: Context, rounds: int = 3) -> None:
 
 @task(help={"runs": "no-change runs after the first converge (2)", "json": "also write the rows as JSON to this path"})
 def converge(c: Context, runs: int = 2, json: str | None = None) -> None:
-    """fresh-start on the test cluster from nothing, then with nothing to change: the ratio of the two (needs the
-    machine the test cluster runs on; it is started for the bench when it is not running)."""
+    """fresh-start on the test cluster from nothing, then with nothing to change: the ratio of the two.
+
+    Needs the machine the test cluster runs on; it is started for the bench when it is not running."""
     from benchmarks.converge_bench import main
 
     if runs < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -11,8 +12,20 @@ from rich.console import Console
 
 from demokit import targets
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Not at a terminal (a pipe, a file, CI), rich would cut tables at 80 columns: as wide as a table needs there,
+# unless COLUMNS says otherwise.
+WIDE = 200
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=WIDE)
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 TARGET_HELP = "an inventory under inventories/ (local, minikube, a region); default: minikube if installed, else local"
 
 

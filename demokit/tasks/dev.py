@@ -43,8 +43,10 @@ def lint(c: Context, fix: bool = False) -> None:
 )
 def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_setup: bool = False,
          workers: int = 0) -> None:
-    """Lint, then every test (installs PostgreSQL and Chromium from Debian's packages first when absent, and builds
-    the Kubernetes control plane the cluster tests run against); --fast for the quick tier."""
+    """Lint, then every test; --fast for the quick tier.
+
+    Installs PostgreSQL and Chromium from Debian's packages first when absent, and builds the Kubernetes control
+    plane the cluster tests run against."""
     distribution = _distribution(workers)  # bad input is refused before the setup's minutes
     with c.cd(str(ROOT)):
         if not no_setup:
@@ -82,8 +84,10 @@ LOCKS = {"app": [], "automation": ["--extra", "automation"], "dev": ["--extra", 
 
 @task
 def lock(c: Context) -> None:
-    """Lock every dependency with hashes (requirements/app.txt for the image, automation.txt for ./run, dev.txt for
-    the tests), from the pins in pyproject.toml, for Python 3.11+ on any platform."""
+    """Lock every dependency with hashes, from the pins in pyproject.toml.
+
+    requirements/app.txt for the image, automation.txt for ./run, dev.txt for the tests; for Python 3.11+ on any
+    platform."""
     with c.cd(str(ROOT)):
         for name, extras in LOCKS.items():
             c.run(" ".join([_tool("uv"), "pip", "compile", "pyproject.toml", *extras, "--generate-hashes",

@@ -25,9 +25,10 @@ def plane() -> controlplane.ControlPlane:
 @task(optional_positional="action", help={"action": "start | stop | status (the default) | env",
                                           "json": "status: print JSON only"})
 def cluster(c: Context, action: str = "status", json: bool = False) -> None:
-    """A local Kubernetes control plane (etcd, API server, controllers, scheduler, kwok nodes, and a real node where
-    the machine allows one) for the testcluster target; the first start builds its binaries from pinned Go modules
-    (a few minutes, then cached)."""
+    """A local Kubernetes control plane for the testcluster target: start, stop or status.
+
+    etcd, API server, controllers, scheduler, kwok nodes, and a real node where the machine allows one; the first
+    start builds its binaries from pinned Go modules (a few minutes, then cached)."""
     if action not in ACTIONS:
         raise UserError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, e.g. ./run cluster start", USAGE)
     cp = plane()

@@ -56,8 +56,10 @@ def image_tag(target: targets.Target, check: bool) -> str:
             "verbose": "show Ansible's own output"})
 def provision(c: Context, region: str = "", limit: str = "", check: bool = False, force: bool = False,
               verbose: bool = False) -> None:
-    """Deploy the demo to every cluster of a sales region (or one: --limit): a context guard, one provisioner at a
-    time, the image in the region's registry, then the same roles as fresh-start."""
+    """Deploy the demo to every cluster of a sales region (or one: --limit).
+
+    A context guard, one provisioner at a time, the image in the region's registry, then the same roles as
+    fresh-start."""
     folder = c.config.metalmart.inventories
     known = regions(folder)
     if region not in known:

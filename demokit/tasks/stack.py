@@ -160,7 +160,8 @@ def teardown(c: Context, target: str | None = None, purge: bool = False, yes: bo
     if resolved.kind != "local":
         cluster.confirm_teardown(resolved, yes, delete_cluster)
         run = cluster.run_playbook(resolved, "teardown", say, {"delete_cluster": delete_cluster}, verbose)
-        say("nothing was deployed; nothing to delete" if run.changed == 0 else f"deleted ({run.log})")
+        say("nothing was deployed; nothing to delete" if run.changed == 0 else
+            f"deleted the demo's namespace and splitting resources (Ansible's log: {run.log})")
         return
     stack = LocalStack(resolved)
     if not stack.teardown(say, purge=purge):
@@ -187,8 +188,9 @@ def deploy(c: Context, target: str | None = None, verbose: bool = False) -> None
       help={"state": "on or off; without it, the state that runs is shown", "target": TARGET_HELP,
             "verbose": "show Ansible's own output (cluster targets)"})
 def demo_mode(c: Context, state: str = "", target: str | None = None, verbose: bool = False) -> None:
-    """DEMO_MODE as it runs, or switch it (on: 200 ms per order step; off: 2 s + 3 s + 5 s) on exactly the
-    workloads that read it: ./run demo-mode [on|off]."""
+    """DEMO_MODE as it runs, or switch it: ./run demo-mode [on|off].
+
+    On: 200 ms per order step; off: 2 s + 3 s + 5 s; switched on exactly the workloads that read it."""
     if state not in ("", "on", "off"):
         raise UserError(f"demo-mode takes on or off (got {state!r}); e.g. ./run demo-mode on", USAGE)
     resolved = target_of(c, target)
@@ -200,15 +202,15 @@ def demo_mode(c: Context, state: str = "", target: str | None = None, verbose: b
     if not state:
         detail = demomode.per_order(now == "on") if now in ("on", "off") else ", ".join(
             f"{name} {'on' if v else 'off' if v is False else 'unset'}" for name, v in values.items())
-        out.print(f"DEMO_MODE {now} on {resolved.name}: {detail}", markup=False)
+        out.print(f"DEMO_MODE is {now} on target {resolved.name}: {detail}", markup=False)
         return
     want = state == "on"
     if now == state:
-        say(f"DEMO_MODE already {state} on {resolved.name}; nothing restarted")
+        say(f"DEMO_MODE is already {state} on target {resolved.name}; nothing restarted")
         return
     restarted = demomode.switch(resolved, want, say, verbose)
-    say(f"DEMO_MODE {now} → {state} on {resolved.name}: restarted {', '.join(restarted) or 'nothing'}; orders now "
-        f"ship in {demomode.per_order(want)}")
+    say(f"DEMO_MODE {now} → {state} on target {resolved.name}: restarted {', '.join(restarted) or 'nothing'}; "
+        f"orders now ship in {demomode.per_order(want)}")
 
 
 TASKS = {"fresh-start": fresh_start, "status": status, "teardown": teardown, "deploy": deploy,
