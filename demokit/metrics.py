@@ -64,7 +64,8 @@ class Collector:
                 orders = {"by_status": stats["by_status"], "processed_by": stats["processed_by"],
                           "total": stats.get("total", 0),
                           "shipped_by_topic": stats.get("shipped_by_topic", []),
-                          "republished": stats.get("republished", 0), "overdue": stats.get("overdue", 0)}
+                          "republished": stats.get("republished", 0), "overdue": stats.get("overdue", 0),
+                          "overdue_after_s": stats.get("overdue_after_s")}
             except (OSError, ValueError, KeyError) as exc:
                 errors["order_service"] = f"{self.order_url}: {exc}"
         return {"collected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -155,7 +155,6 @@ class Reconciler:
         self.check = RecordCheck(kafka)
         self.max_republish = max_republish
         self.batch = batch
-        self.waiting = 0  # orders whose record was found held at the last look: waiting for a consumer
 
     async def __call__(self) -> int:
         cutoff = self.store.overdue_cutoff()
@@ -179,7 +178,6 @@ class Reconciler:
             elif verdict is False:
                 lost.append(r)
         await self.store.still_held(held)
-        self.waiting = len(held)
         if not lost:
             return 0
         where = ", ".join(f"{r['topic']}[{r['kafka_partition']}]@{r['kafka_offset']}" for r in lost[:3])
