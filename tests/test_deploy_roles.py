@@ -143,7 +143,7 @@ def test_demo_mode_switches_its_two_deployments_and_fresh_start_keeps_it(converg
         kept = t.run("fresh-start", "--target", t.name, "--no-smoke")
     finally:
         t.run("demo-mode", "on", "--target", t.name)
-    assert "DEMO_MODE on → off on kubetest: restarted order-processor, storefront" in off.stderr
+    assert "DEMO_MODE on → off on target kubetest: restarted order-processor, storefront" in off.stderr
     rolled = sorted(n for n, rs in after.items() if rs["metadata"]["name"] != before[n])
     assert rolled == ["order-processor", "storefront"], "new ReplicaSets for exactly the two readers"
     assert all(rs["status"].get("readyReplicas") == 1 for rs in after.values()), "the rollouts completed"
