@@ -282,6 +282,7 @@ class ControlPlane:
         real = node.Node(self.dir)
         if real.running():
             return True
+        node.install_packages(say)
         why = node.unavailable(real.dir)
         if why:
             say(f"no real node: {why}; the kwok nodes run alone (and take the pods meant for it)")

@@ -5,6 +5,7 @@ staged."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from demokit.probes import holds, http_ok, until
-from tests.helpers import ROOT, RUN, LocalTarget, post_orders
+from tests.helpers import ROOT, RUN, LocalTarget, inventory, post_orders
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +88,38 @@ def test_the_fix_doctor_prints_for_a_deleted_topic_puts_it_right(target: LocalTa
               f"order {order['id']} shipped")
     again = target.run("fresh-start", "--target", "local", timeout=300)
     assert again.returncode == 0 and "(nothing changed)" in again.stdout, again.stderr
+
+
+def test_fresh_start_on_the_test_cluster_without_its_real_node_refuses_before_deploying(tmp_path: Path) -> None:
+    """kwok's nodes only pretend to run pods: without the real node nothing would answer, so nothing is deployed."""
+    folders = inventory(tmp_path, "testcluster", metalmart_app_node_dir=str(tmp_path / "kube" / "node"),
+                        local_state_dir=str(tmp_path / "state"))
+    env = {**os.environ, "INVOKE_METALMART_INVENTORIES": str(folders)}
+    done = subprocess.run([*RUN, "fresh-start", "--target", "testcluster"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pods need its real node, and none runs" in lines[0], done.stderr
+    assert "./run cluster start" in lines[0] and "./run fresh-start --target testcluster" in lines[0]
+    assert not (tmp_path / "state" / "ansible-deploy-cluster.log").exists(), "nothing was deployed"
+
+
+def test_cluster_start_installs_what_the_real_node_lacks_in_one_line(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root on Debian, the node's missing packages come from Debian's packages, said first in one line (apt-get
+    stands in here: this machine has them all)."""
+    from demokit import node
+
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(node, "missing_packages", lambda: ["conntrack", "containerd"])
+    said: list[str] = []
+    node.install_packages(said.append)
+    assert said == ["the real node needs conntrack, containerd: installing them from Debian's packages "
+                    "(apt-get install conntrack containerd)"]
+    assert calls.read_text().splitlines() == ["update -qq",
+                                              "install -y -qq --no-install-recommends conntrack containerd"]

@@ -74,9 +74,7 @@ def unavailable(mine: Path | None = None) -> str | None:
         return f"a real node needs Linux (this is {platform.system()})"
     if os.geteuid() != 0:
         return "a real node needs root (network, mounts and cgroups)"
-    absent = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
-    if not (CNI_BIN / "bridge").is_file():
-        absent.append("containernetworking-plugins")
+    absent = missing_packages()
     if absent:
         return f"a real node needs {', '.join(absent)} (apt-get install {' '.join(absent)})"
     if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
@@ -87,6 +85,32 @@ def unavailable(mine: Path | None = None) -> str | None:
     if owner is not None and owner != str(mine):
         return f"this machine's real node already belongs to the control plane in {owner}"
     return None
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages a real node needs that this machine lacks."""
+    absent = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
+    if not (CNI_BIN / "bridge").is_file():
+        absent.append("containernetworking-plugins")
+    return absent
+
+
+def install_packages(say: Say) -> None:
+    """As root on Debian or Ubuntu, install what a real node lacks from Debian's packages, as the tests' setup does
+    (scripts/ensure-test-deps.sh), saying so in one line first; elsewhere nothing (unavailable() names the command)."""
+    absent = missing_packages()
+    if not absent or os.geteuid() != 0 or shutil.which("apt-get") is None or not Path("/etc/debian_version").exists():
+        return
+    say(f"the real node needs {', '.join(absent)}: installing them from Debian's packages "
+        f"(apt-get install {' '.join(absent)})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"],
+                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *absent]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise UserError(f"{' '.join(argv[:2])} failed ({last[0]}); install them by hand: apt-get install "
+                            f"{' '.join(absent)}", NOT_READY)
 
 
 def _owner() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from invoke import Context
 from rich.table import Table
@@ -12,6 +13,7 @@ from demokit.cli import task
 from demokit.errors import NOT_READY, USAGE, UserError
 from demokit.kafka import describe
 from demokit.localstack import LocalStack, names
+from demokit.targets import ROOT
 from demokit.tasks.common import TARGET_HELP, cluster_target_of, emit_json, out, say, target_of
 from metalmart import services as table
 
@@ -36,8 +38,27 @@ def _kept_demo_mode(target: targets.Target) -> bool | None:
 KEEP_DEMO_MODE = {"metalmart_keep_running_demo_mode": True}
 
 
+def _real_node_runs(target: targets.Target) -> None:
+    """A target whose pods go to a real node (the test cluster's, `metalmart_app_node_dir`) is refused in one line,
+    before anything is deployed, when that node does not run: kwok's nodes only pretend to run pods, so nothing
+    would answer."""
+    from demokit import node
+
+    named = str(target.get("metalmart_app_node_dir") or "")
+    if not named:
+        return
+    folder = Path(named) if Path(named).is_absolute() else ROOT / named
+    if node.Node(folder.parent).running():
+        return
+    why = node.unavailable(folder) or "it is not running"
+    raise UserError(f"target {target.name}'s pods need its real node, and none runs ({why}); kwok's nodes cannot run "
+                    f"them: ./run cluster start (as root on Debian or Ubuntu it installs what the node needs), then "
+                    f"./run fresh-start --target {target.name}; nothing was deployed", NOT_READY)
+
+
 def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) -> None:
     cluster.preflight(target)
+    _real_node_runs(target)
     playbook = "fresh-start" if target.kind == "minikube" else "deploy-cluster"
     say(f"fresh-start on target {target.name!r} ({target.kind})")
     # The playbook keeps DEMO_MODE as it runs (and says so), and tells what it leaves running for the summary below
