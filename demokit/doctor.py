@@ -42,8 +42,11 @@ def _http(url: str) -> Any:
 def run(target: Target, config: Path) -> list[Check]:
     checks: list[Check] = []
     try:
-        checks.append(_workloads(target))
+        workloads = _workloads(target)
+        checks.append(workloads)
         with reach.endpoints(target) as found:
+            if workloads.ok and target.kind != "local":
+                _answering(workloads, found, target)
             checks += _app(target, found, config)
     except UserError as exc:
         checks.append(Check("the stack answers", False, str(exc), f"./run fresh-start --target {target.name}"))
@@ -70,6 +73,28 @@ def _workloads(target: Target) -> Check:
         return Check("the stack answers", False, f"nothing deployed in {data['namespace']}", fix)
     return Check("the stack answers", not down, f"every workload ready (broker: {describe(target)})" if not down
                  else "not ready: " + ", ".join(down), fix if down else "")
+
+
+def _answering(check: Check, found: reach.Endpoints, target: Target) -> None:
+    """Ready workloads that do not answer through the port-forwards (pods that only look ready, as on kwok's nodes)
+    turn the check into a ✗: ready is not answering."""
+    from metalmart.services import probe
+
+    silent = []
+    for command in ("order", "catalogue"):
+        try:
+            probes.http_ok(f"{found.url(command)}{probe('health')}", timeout=5.0)
+        except Exception as exc:
+            silent.append(f"{command} ({exc})")
+    if found.bootstrap:
+        try:
+            probes.broker_answers(str(found.bootstrap), 5.0)
+        except Exception as exc:
+            silent.append(f"the broker ({exc})")
+    if silent:
+        check.ok = False
+        check.detail = f"every workload ready, but these do not answer: {'; '.join(silent)}"
+        check.fix = f"./run status --target {target.name}"
 
 
 def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
