@@ -3,8 +3,8 @@ on a private PostgreSQL so that the database can be stopped), and one fault per 
 
 - broker, processor, order, catalogue: the process killed with SIGKILL (supervisor starts it again). On Tansu (the
   `local` default, `--kafka tansu`) the broker's memory storage comes back empty, so events it had acknowledged are
-  gone and the reconciler publishes them again; on Apache Kafka (`--kafka apache`) its log survives, and nothing
-  needs publishing again;
+  gone, and the reconciler, reading their records back, finds them gone and publishes them again; on Apache Kafka
+  (`--kafka apache`) its log survives, and nothing needs publishing again;
 - database: PostgreSQL stopped for 10 s, then started again;
 - restart: the whole stack torn down and brought up again (`teardown`, then `fresh-start`).
 
@@ -172,7 +172,8 @@ def main(rate: float, duration: float, faults: tuple[str, ...], json_path: str |
         try:
             say(f"bringing up a private local stack on PostgreSQL and {broker}")
             bench.start()
-            say(f"the reconciler publishes again what is pending {bench.republish_after_s:g} s after publication")
+            say(f"the reconciler reads back the records of orders not moved {bench.republish_after_s:g} s after "
+                "publication, and publishes again those the broker lost")
             for fault in faults:
                 say(f"{fault}: {rate:g} orders/s for {duration:g} s, the fault at {duration / 3:.0f} s")
                 rows.append(bench.row(fault, rate, duration, duration / 3))
