@@ -10,7 +10,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, UserError
@@ -73,7 +73,7 @@ class _Forward:
             payload = payload[2:]
         return channel, payload
 
-    def pump(self, conn: socket.socket) -> None:
+    def pump(self, conn: socket.socket, say_once: Callable[[str], None]) -> None:
         import websocket
 
         sock = self.ws.sock
@@ -94,7 +94,7 @@ class _Forward:
                     if channel == 0 and payload:
                         conn.sendall(payload)
                     elif channel == 1 and payload:
-                        sys.stderr.write(f"port-forward to {self.where}: {payload.decode(errors='replace')[:200]}\n")
+                        say_once(f"port-forward to {self.where}: {payload.decode(errors='replace')[:200]}")
                         return
         except (OSError, websocket.WebSocketException):
             return  # either side reset the connection: close both, as kubectl does
@@ -108,8 +108,14 @@ class _Forward:
 class Tunnel:
     """127.0.0.1:<local_port> → <pod>:<remote_port>; local_port 0 picks a free one."""
 
-    def __init__(self, api: Any, namespace: str, app: str, remote_port: int, local_port: int = 0) -> None:
+    def __init__(self, api: Any, namespace: str, app: str, remote_port: int, local_port: int = 0,
+                 fix: str = "./run status") -> None:
         self.api, self.namespace, self.app, self.remote_port = api, namespace, app, remote_port
+        # A failing forward fails every connection a task makes (a metrics watch makes one a second): each distinct
+        # failure is said once, with the fix.
+        self.fix = fix
+        self._said: set[str] = set()
+        self._said_lock = threading.Lock()
         self.pod = ready_pod(api, namespace, app)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -141,11 +147,18 @@ class Tunnel:
         try:
             forward = _Forward(self.api, self.namespace, self.pod, self.remote_port)
         except (OSError, websocket.WebSocketException) as exc:  # the API refused the upgrade: drop this connection
-            sys.stderr.write(f"port-forward to {self.namespace}/{self.pod}:{self.remote_port} failed: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}\n")
+            self.say_once(f"port-forward to {self.namespace}/{self.pod}:{self.remote_port} failed: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
             conn.close()
             return
-        forward.pump(conn)
+        forward.pump(conn, self.say_once)
+
+    def say_once(self, message: str) -> None:
+        with self._said_lock:
+            if message in self._said:
+                return
+            self._said.add(message)
+        sys.stderr.write(f"{message} → {self.fix}\n")
 
     def close(self) -> None:
         self._closed.set()
@@ -173,7 +186,8 @@ def tunnels(target: Target, wanted: dict[str, tuple[int, int]]) -> Iterator[dict
     opened: list[Tunnel] = []
     try:
         for app, (remote, local) in wanted.items():
-            opened.append(Tunnel(api, str(target.get("metalmart_namespace")), app, remote, local))
+            opened.append(Tunnel(api, str(target.get("metalmart_namespace")), app, remote, local,
+                                 fix=f"./run status --target {target.name}"))
         yield {t.app: t.port for t in opened}
     finally:
         for t in opened:

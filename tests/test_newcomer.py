@@ -123,3 +123,33 @@ def test_cluster_start_installs_what_the_real_node_lacks_in_one_line(tmp_path: P
                     "(apt-get install conntrack containerd)"]
     assert calls.read_text().splitlines() == ["update -qq",
                                               "install -y -qq --no-install-recommends conntrack containerd"]
+
+
+def test_a_failing_port_forward_is_said_once_with_the_fix(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Every connection through a failing forward fails alike (a metrics watch makes one a second): one line."""
+    import socket
+    import types
+
+    from demokit import portforward
+    from demokit.probes import free_port
+
+    monkeypatch.setattr(portforward, "ready_pod", lambda _api, _ns, app: f"{app}-0")
+    dead = f"http://127.0.0.1:{free_port()}"  # no API server there: every upgrade is refused
+    config = types.SimpleNamespace(host=dead, refresh_api_key_hook=None, get_api_key_with_prefix=lambda _k: None,
+                                   verify_ssl=False, ssl_ca_cert=None, cert_file=None, key_file=None,
+                                   assert_hostname=None, proxy=None, no_proxy=None, proxy_headers=None,
+                                   tls_server_name=None)
+    tunnel = portforward.Tunnel(types.SimpleNamespace(configuration=config), "demo", "order", 8084,
+                                fix="./run status --target kubetest")
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", tunnel.port), timeout=5) as conn:
+                conn.settimeout(5)
+                assert conn.recv(1) == b"", "the failed forward closes the connection"
+    finally:
+        tunnel.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("port-forward to demo/order-0:8084 failed: ")
+    assert lines[0].endswith(" → ./run status --target kubetest")
