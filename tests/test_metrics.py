@@ -7,6 +7,7 @@ offset of its last batch + 1, which is the true end offset only when every batch
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 
@@ -128,3 +129,23 @@ def test_nothing_reachable_is_one_line_and_non_zero() -> None:
     assert done.stderr.strip().startswith("error: nothing could be collected")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_a_stable_group_without_members_is_shown_as_not_reported() -> None:
+    """Tansu answers "stable, 0 members" for a group that consumes: not shown as a fact."""
+    from rich.console import Console
+
+    from demokit.tasks.metrics import render
+
+    def shown(state: str, members: int) -> str:
+        snap = {"bootstrap": "127.0.0.1:9092", "collected_at": "now", "topics": [], "orders": None, "errors": {},
+                "consumer_groups": [{"group": "order-processor", "state": state, "members": members,
+                                     "partitions": [{"topic": "order.created", "partition": 0, "committed": 5,
+                                                     "end_offset": 5, "lag": 0}]}]}
+        console = Console(width=200, record=True)
+        console.print(render(snap))
+        return console.export_text()
+
+    assert "not reported" in shown("Stable", 0) and re.search(r"│\s+\?\s+│", shown("Stable", 0))
+    assert "not reported" not in shown("Stable", 1) and "Stable" in shown("Stable", 1)
+    assert "Empty" in shown("Empty", 0)

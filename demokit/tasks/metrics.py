@@ -57,11 +57,15 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for p in g["partitions"]:
             by_topic.setdefault(p["topic"], []).append(p)
+        # A stable group has members; a broker that answers "stable, 0 members" (Tansu does, while the group
+        # consumes) is not taken at its word: the lag tells whether it consumes.
+        unreported = str(g["state"]).lower() == "stable" and not g["members"]
+        state, members = ("not reported", "?") if unreported else (str(g["state"]), str(g["members"]))
         for i, (topic, ps) in enumerate(sorted(by_topic.items())):
             lags = [p["lag"] for p in ps]
             lag = " ".join(str(x) for x in lags) if min(lags) < 0 else str(sum(lags))
-            groups.add_row(g["group"] if i == 0 else "", g["state"] if i == 0 else "",
-                           str(g["members"]) if i == 0 else "", topic,
+            groups.add_row(g["group"] if i == 0 else "", state if i == 0 else "",
+                           members if i == 0 else "", topic,
                            " ".join("-" if p["committed"] is None else str(p["committed"]) for p in ps),
                            " ".join(str(p["end_offset"]) for p in ps), f"[red]{lag}" if min(lags) < 0 else lag)
     parts.append(groups)
