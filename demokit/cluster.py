@@ -172,8 +172,8 @@ def run_playbook(target: Target, playbook: str, say: Say, extra: dict[str, Any] 
         Path(extra_file).unlink(missing_ok=True)
         stats_file.unlink(missing_ok=True)
     if rc != 0 or failed:
-        raise UserError(f"{log_name or playbook} failed on {target.name} (exit {rc}); the failing step is above, the "
-                        f"whole log is {log}", NOT_READY)
+        raise UserError(f"{log_name or playbook} failed on {target.name} (ansible-playbook exited {rc}); the failing "
+                        f"step is above, the whole log is {log}", NOT_READY)
     return PlaybookRun(changed, log, json.loads(stats or "{}").get(target.host, {}))
 
 
