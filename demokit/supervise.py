@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tempfile
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from demokit import probes
 from demokit.errors import NOT_READY, UserError
+
+# A Unix socket's path holds at most 107 bytes on Linux (108 with the terminating NUL); a little margin.
+SOCKET_PATH_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,13 @@ class Supervisor:
 
     @property
     def socket(self) -> Path:
-        return self.dir / "supervisor.sock"
+        """supervisord's socket in its folder; in the temporary folder, named after that folder, when the path would
+        pass what a Unix socket's path may hold (107 bytes): a clone in a deep folder still starts."""
+        beside = self.dir / "supervisor.sock"
+        if len(str(beside)) <= SOCKET_PATH_MAX:
+            return beside
+        digest = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"metalmart-supervisor-{digest}.sock"
 
     @property
     def conf(self) -> Path:
