@@ -142,7 +142,8 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
         produced = delta["produced_per_s"] or 0.0
         checks.append(Check("orders are arriving now", produced > 0,
                             f"{produced:.1f} orders/s" if produced > 0 else "no orders in the last seconds",
-                            "" if produced > 0 else "./run load --preset medium", blocking=False))
+                            "" if produced > 0 else f"./run load --target {target.name} --preset medium",
+                            blocking=False))
     values = demomode.live(target)
     now = demomode.state(values)
     checks.append(Check("DEMO_MODE", True, f"{now}" + (f": {demomode.per_order(now == 'on')}" if now in ("on", "off")

@@ -39,13 +39,15 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
         try:
             if not cp.start(say):
                 say(f"the control plane is already running at {cp.server}; nothing to do")
-            cp.start_node(say)
+            node_runs = cp.start_node(say)
         except BaseException:  # Ctrl-C or a node that did not come up: this run leaves nothing of its own running
             if not was_running:
                 say("stopping what was started")
                 cp.stop(lambda _m: None)
             raise
-        say("next: ./run fresh-start --target testcluster")
+        say("next: ./run fresh-start --target testcluster" if node_runs else
+            "the demo's pods need the real node: put right what is said above, ./run cluster stop, then ./run "
+            "cluster start again (./run fresh-start --target testcluster refuses until then)")
     elif action == "stop":
         if not cp.stop(say):
             say("the control plane was not running; nothing to stop")
