@@ -17,7 +17,7 @@ from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, UserError
 from demokit.targets import Target
 
 
-def ready_pod(api: Any, namespace: str, app: str) -> str:
+def ready_pod(api: Any, namespace: str, app: str, fix: str = "./run status") -> str:
     """A running pod of the workload `app` (label app.kubernetes.io/name) whose Ready condition is true."""
     from kubernetes import client
     from urllib3.exceptions import HTTPError
@@ -35,7 +35,7 @@ def ready_pod(api: Any, namespace: str, app: str) -> str:
         conditions = (pod.status.conditions or []) if pod.status else []
         if any(c.type == "Ready" and c.status == "True" for c in conditions):
             return pod.metadata.name
-    raise UserError(f"no ready {app} pod in namespace {namespace}; see ./run status", NOT_READY)
+    raise UserError(f"no ready {app} pod in namespace {namespace}; see {fix}", NOT_READY)
 
 
 class _Forward:
@@ -116,7 +116,7 @@ class Tunnel:
         self.fix = fix
         self._said: set[str] = set()
         self._said_lock = threading.Lock()
-        self.pod = ready_pod(api, namespace, app)
+        self.pod = ready_pod(api, namespace, app, fix)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -97,7 +97,7 @@ def test_no_ready_pod_is_one_line_and_exit_4(control_plane: ControlPlane, tmp_pa
     done = t.run("metrics", "--target", t.name, check=False)
     assert done.returncode == 4
     assert done.stderr.strip().splitlines() == [f"error: no ready kafka pod in namespace {t.namespace}; "
-                                                "see ./run status"]
+                                                f"see ./run status --target {t.name}"]
 
 
 class JobKubelet:
