@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -37,6 +38,9 @@ class RecordCheck:
         self.kafka = kafka
         self.timeout_s = timeout_s
         self._consumer: Consumer | None = None
+        # A round cancelled on the event loop (the relay lock lost) leaves its read running in its thread: the next
+        # round's read waits for it rather than share the consumer.
+        self._lock = threading.Lock()
 
     def consumer(self) -> Consumer:
         if self._consumer is None:
@@ -53,12 +57,17 @@ class RecordCheck:
         return self._consumer
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
     def check(self, topic: str, wanted: dict[int, dict[int, str]]) -> Verdicts:
         """For each partition → {offset: key}: whether the broker holds a record with that key at that offset."""
+        with self._lock:
+            return self._check(topic, wanted)
+
+    def _check(self, topic: str, wanted: dict[int, dict[int, str]]) -> Verdicts:
         verdicts: Verdicts = {(p, o): None for p, offsets in wanted.items() for o in offsets}
         consumer = self.consumer()
         try:
