@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from demokit import cluster, demomode, probes, reach
+from demokit import cluster, demomode, mirrordcfg, probes, reach, targets
 from demokit.errors import UserError
 from demokit.kafka import describe
 from demokit.metrics import Collector, rates
@@ -160,7 +160,7 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
 
 def _filter_matches(found: reach.Endpoints, config: Path, target: str) -> Check:
     name = "the mirrord filter matches the orders being sent"
-    write = f"./run mirrord-config --target {target}"
+    write = _write_config(config, target)
     try:
         data = json.loads(config.read_text())
         split = next(iter(data["feature"]["split_queues"].values()))
@@ -183,9 +183,21 @@ def _filter_matches(found: reach.Endpoints, config: Path, target: str) -> Check:
     if not emails:
         return Check(name, True, "no orders yet to compare with", blocking=False)
     matched = sum(1 for e in emails if pattern.search(e))
+    send = (f"./run load --target {target} --email-user {config.stem}"
+            if regex == mirrordcfg.user_filter(config.stem, mirrordcfg.DOMAIN) else
+            f"./run load --target {target} --email-user NAME with ./run mirrord-config --target {target} --user NAME")
     return Check(name, matched > 0, f"{matched} of the last {len(emails)} orders match {regex!r} ({config.name})",
-                 "" if matched else f"your breakpoint will never hit: ./run load --target {target} --email-user NAME "
-                                    f"with {write} --user NAME")
+                 "" if matched else f"your breakpoint will never hit; send orders it matches: {send}")
+
+
+def _write_config(config: Path, target: str) -> str:
+    """The command that writes `config` again, as doctor was pointed at it."""
+    command = f"./run mirrord-config --target {target}"
+    if config == targets.ROOT / ".mirrord" / "order-processor.json":
+        return command
+    if config.parent == targets.ROOT / ".mirrord" and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", config.stem):
+        return f"{command} --user {config.stem}"
+    return f"{command} --output {config}"
 
 
 def _operator(target: Target, config: Path) -> list[Check]:

@@ -154,6 +154,7 @@ class LocalStack:
                 "DEMO_MODE": str(self.demo_mode).lower(),
                 "PROCESSOR_CONCURRENCY": str(t.get("metalmart_processor_concurrency")),
                 "ORDER_REPUBLISH_AFTER_S": str(t.get("metalmart_republish_after_s")),
+                "METALMART_TARGET": t.name,
                 # The local broker wants no login.
                 "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_SASL_USERNAME": "",
                 "KAFKA_SASL_PASSWORD": ""}
@@ -277,6 +278,16 @@ class LocalStack:
                 ensure_topic(self.bootstrap, self.topic, want)
             changes.append(f"topic {self.topic} created" if have is None else
                            f"topic {self.topic} given {want - len(have.partitions)} more partition(s)")
+            if have is None:
+                # A consumer that was reading the deleted topic can keep waiting at its old positions (librdkafka,
+                # seen on Apache Kafka): the topic's readers start again, as a first run starts them.
+                readers = [s.name for s in table.services() if "KAFKA_GROUP_ID" in s.env]
+                with _step(say, f"{', '.join(readers)} restarted to read the new topic"):
+                    rpc = self.supervisor.rpc()
+                    for name in readers:
+                        rpc.supervisor.stopProcess(name, True)
+                    self._start(readers, [])
+                changes.append(f"{', '.join(readers)} restarted")
         seeded = self._seed()
         if seeded["added"]:
             changes.append(f"{seeded['added']} product(s) of the catalogue seeded again")

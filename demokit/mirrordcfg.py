@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+DOMAIN = "metalbear.com"  # the domain of the e-mails `./run load` and `--user` filters use
 EXAMPLE = r"^.+@metalbear\.com$"
 
 

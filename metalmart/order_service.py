@@ -98,9 +98,10 @@ class KafkaChecks:
     """The broker and the order topic, asked at most once a second so probes cannot flood the broker: reported on
     /ready (never required: orders wait in the outbox), so a missing topic is named as the reason events wait."""
 
-    def __init__(self, kafka: dict[str, str], topic: str) -> None:
+    def __init__(self, kafka: dict[str, str], topic: str, target: str = "") -> None:
         self.admin = AdminClient({**kafka, "socket.timeout.ms": 1500})
         self.topic = topic
+        self.fix = "./run fresh-start" + (f" --target {target}" if target else "")
         self._checked_at = 0.0
         self._topics: set[str] | None = None
         self._error: Exception | None = None
@@ -125,7 +126,7 @@ class KafkaChecks:
         await self._look()
         if self._topics is not None and self.topic not in self._topics:
             raise RuntimeError(f"topic {self.topic} does not exist on the broker: new orders' events wait in the "
-                               "outbox until it is created (./run fresh-start creates it)")
+                               f"outbox until it is created ({self.fix} creates it)")
 
 
 def build_app(settings: OrderSettings | None = None) -> web.Application:
@@ -167,6 +168,6 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     app.router.add_get("/api/orders/{id}/status", get_status)
     app.router.add_put("/api/orders/{id}/status", put_status)
     # The broker is reported, not required: orders are stored while it restarts and the outbox publishes them later.
-    kafka = KafkaChecks(settings.kafka.client_config(), settings.kafka.topic)
+    kafka = KafkaChecks(settings.kafka.client_config(), settings.kafka.topic, settings.target)
     add_probes(app, {"database": opener.check}, {"broker": kafka.broker, "outbox": kafka.outbox})
     return app

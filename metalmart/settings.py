@@ -82,6 +82,8 @@ class OrderSettings:
     republish_max: int = field(default_factory=lambda: env_int("ORDER_REPUBLISH_MAX", 3, 0))
     # Processes sharing the port (SO_REUSEPORT); the outbox relay stays one, under its PostgreSQL advisory lock.
     workers: int = field(default_factory=lambda: env_int("ORDER_WORKERS", 1, 1))
+    # The demo target this service runs on (its inventory's name), for the fixes it names: set by the deploy.
+    target: str = field(default_factory=lambda: env_str("METALMART_TARGET", ""))
 
     def __post_init__(self) -> None:
         if self.workers > 1 and not self.database_url.startswith("postgresql"):

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from demokit import targets
+from demokit.localstack import LocalStack
 from demokit.probes import holds, http_ok, until
-from tests.helpers import ROOT, RUN, LocalTarget, inventory, post_orders
+from tests.helpers import ROOT, RUN, LocalTarget, inventory, post_orders, request
 
 pytestmark = pytest.mark.slow
 
@@ -62,30 +68,115 @@ def test_mirrord_config_without_a_cluster_picks_local_like_every_task(target: Lo
     assert (target.state / "ansible-mirrord-config.log").is_file(), "its log is the local target's"
 
 
-def test_the_fix_doctor_prints_for_a_deleted_topic_puts_it_right(target: LocalTarget) -> None:
+def _doctor(target: LocalTarget, config: Path) -> dict[str, dict[str, Any]]:
+    done = target.run("doctor", "--target", "local", "--json", "--config", str(config))
+    assert "Traceback" not in done.stderr, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    blocking = [c for c in checks.values() if not c["ok"] and c["blocking"]]
+    assert done.returncode == (4 if blocking else 0), (done.returncode, blocking)
+    return checks
+
+
+def _commands(fix: str) -> list[list[str]]:
+    """The commands of a printed fix, run as printed: each `./run …` in it, up to a note in parentheses."""
+    found = re.findall(r"\./run [^;()]+", fix)
+    assert found, f"the fix names a command: {fix!r}"
+    return [shlex.split(command.split(" with ")[0].strip())[1:] for command in found]
+
+
+def _put_right(target: LocalTarget, checks: dict[str, dict[str, Any]], name: str,
+               timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
+    check = checks[name]
+    assert not check["ok"] and check["fix"], check
+    done = []
+    for argv in _commands(check["fix"]):
+        assert "--target" in argv and argv[argv.index("--target") + 1] == "local", f"the fix keeps --target: {argv}"
+        ran = target.run(*argv, timeout=timeout)
+        assert ran.returncode == 0 and "Traceback" not in ran.stderr, (argv, ran.stderr)
+        done.append(ran)
+    return done
+
+
+@pytest.fixture
+def demo_target(tmp_path: Path) -> Iterator[LocalTarget]:
+    """In demo mode, as before a call: the loads the fixes start are shipped in seconds, not queued for minutes."""
+    t = LocalTarget(tmp_path, local_kafka="apache", metalmart_demo_mode=True)
+    yield t
+    t.run("teardown", "--target", "local", "--purge")
+
+
+def test_every_fix_doctor_and_ready_print_does_what_it_says(demo_target: LocalTarget, tmp_path: Path) -> None:
+    """Each cause staged as it happens on a presenter's laptop, doctor's fix run as printed, and doctor again."""
+    target = demo_target
     up = target.run("fresh-start", "--target", "local", timeout=300)
     assert up.returncode == 0, up.stderr
+    config = tmp_path / "mirrord" / "bob.json"
+    config.parent.mkdir()
+    base = f"http://127.0.0.1:{target.ports['order']}"
+
+    # No mirrord config where doctor looks: the fix writes it.
+    checks = _doctor(target, config)
+    assert not checks["the mirrord filter matches the orders being sent"]["ok"]
+    _put_right(target, checks, "the mirrord filter matches the orders being sent")
+    assert json.loads(config.read_text())["feature"]["split_queues"], "the fix wrote the config doctor reads"
+
+    # A filter that no order being sent matches (bob's, while the load sends the default e-mails); and no orders
+    # arriving. Each fix is a load: run as printed while doctor looks, as a presenter runs it in a second terminal.
+    _put_right(target, {"c": {"ok": False, "fix": "./run mirrord-config --target local --user bob --output "
+                                                   f"{config}"}}, "c")
+    post_orders(base, [f"someone-{i}@example.com" for i in range(5)])
+    checks = _doctor(target, config)
+    for name in ("the mirrord filter matches the orders being sent", "orders are arriving now"):
+        check = checks[name]
+        assert not check["ok"], check
+        [argv] = _commands(check["fix"])
+        load = target.start(*argv)
+        try:
+            def looks_right(n: str = name) -> bool:
+                return bool(_doctor(target, config)[n]["ok"])
+
+            until(lambda: holds(looks_right()), 90, f"doctor: {name} ✓ while the fix runs")
+        finally:
+            load.send_signal(signal.SIGINT)
+            _out, err = load.communicate(timeout=60)
+        assert load.returncode == 130 and "interrupted" in err and "Traceback" not in err, err  # Ctrl-C
+
+    # A service stopped (supervisorctl stop, or a crash supervisord gave up on): the stack does not answer.
+    stack = LocalStack(targets.load("local", target.inventories))
+    stack.supervisor.rpc().supervisor.stopProcess("catalogue")
+    checks = _doctor(target, config)
+    assert not checks["the stack answers"]["ok"] and "catalogue" in checks["the stack answers"]["detail"]
+    ran = _put_right(target, checks, "the stack answers")
+    assert re.search(r"catalogue\s+│?\s*RUNNING", ran[-1].stdout), ran[-1].stdout
+    assert _doctor(target, config)["the stack answers"]["ok"]
+
+    # The catalogue emptied (a mistaken DELETE): the fix seeds it again.
+    database = next(target.state.rglob("metalmart.db"))
+    with sqlite3.connect(database) as db:
+        db.execute("DELETE FROM products")
+    checks = _doctor(target, config)
+    [ran] = _put_right(target, checks, "the catalogue is seeded")
+    assert "seeded again" in ran.stderr and "(nothing changed)" not in ran.stdout, ran.stderr
+    assert _doctor(target, config)["the catalogue is seeded"]["ok"]
+
+    # The order topic deleted (as a mistaken kafka-topics --delete would): doctor and /ready name the same fix.
     bootstrap = f"127.0.0.1:{target.ports['broker']}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.delete_topics(["order.created"])["order.created"].result(30)
     until(lambda: holds("order.created" not in admin.list_topics(timeout=5).topics), 30, "topic deleted")
-
-    doctor = target.run("doctor", "--target", "local", "--json")
-    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
-    topic = checks["the order topic exists"]
-    assert doctor.returncode == 4 and not topic["ok"], topic
-    fix = topic["fix"].split(" (")[0]
-    assert fix.startswith("./run fresh-start --target local"), fix
-    done = target.run(*shlex.split(fix)[1:], timeout=300)
-    assert done.returncode == 0, done.stderr
+    status, ready = request("GET", f"{base}/ready")  # ready: orders still come in, and wait in the outbox
+    assert status == 200 and "./run fresh-start --target local creates it" in ready["degraded"]["outbox"], ready
+    checks = _doctor(target, config)
+    [done] = _put_right(target, checks, "the order topic exists")
     assert "put right: topic order.created created" in done.stderr, done.stderr
     assert "(nothing changed)" not in done.stdout
-
-    base = f"http://127.0.0.1:{target.ports['order']}"
-    orders = post_orders(base, [f"after-fix-{i}@example.com" for i in range(20)])
+    until(lambda: holds("degraded" not in request("GET", f"{base}/ready")[1]), 60, "the outbox no longer waits")
+    orders = post_orders(base, [f"bob+after-fix-{i}@metalbear.com" for i in range(20)])
     for order in orders:
         until(lambda o=order: holds(http_ok(f"{base}/api/orders/{o['id']}", timeout=5)["status"] == "shipped"), 90,
               f"order {order['id']} shipped")
+    after = _doctor(target, config)
+    assert [c for c in after.values() if not c["ok"] and c["blocking"]] == [], after
     again = target.run("fresh-start", "--target", "local", timeout=300)
     assert again.returncode == 0 and "(nothing changed)" in again.stdout, again.stderr
 

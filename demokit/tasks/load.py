@@ -16,7 +16,7 @@ from invoke import Context
 from rich.live import Live
 from rich.table import Table
 
-from demokit import reach, targets
+from demokit import mirrordcfg, reach, targets
 from demokit.cli import task
 from demokit.errors import INTERRUPTED, USAGE, UserError
 from demokit.tasks.common import TARGET_HELP, err, out, say, target_of
@@ -136,7 +136,7 @@ def rate_and_duration(preset: str, rate: float | None, duration: float | None) -
 
 @task(help=HELP)
 def load(c: Context, rate: float | None = None, duration: float | None = None, preset: str = DEFAULT_PRESET,
-         base_url: str | None = None, target: str | None = None, email_domain: str = "metalbear.com",
+         base_url: str | None = None, target: str | None = None, email_domain: str = mirrordcfg.DOMAIN,
          match_ratio: float = 1.0, email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
          in_cluster: bool = False, workers: int | None = None) -> None:
     """Stream orders at an exact rate (open loop) and account for every one of them."""

@@ -34,7 +34,7 @@ def render(c: Context, target: str | None = None, out: str = "rendered", email_f
             "output": "the file to write (default: .mirrord/NAME.json, or .mirrord/order-processor.json)",
             "target": TARGET_HELP})
 def mirrord_config(c: Context, user: str | None = None, email: str | None = None, email_filter: str | None = None,
-                   email_domain: str = "metalbear.com", output: str | None = None, target: str | None = None) -> None:
+                   email_domain: str = mirrordcfg.DOMAIN, output: str | None = None, target: str | None = None) -> None:
     """Write a mirrord config for one person's session: only orders matching its filter reach them."""
     given = [name for name, value in (("--user", user), ("--email", email), ("--email-filter", email_filter))
              if value is not None]
