@@ -18,7 +18,7 @@ from typing import Any
 
 from demokit import images
 from demokit.errors import NOT_READY, UNREACHABLE, USAGE, UserError
-from demokit.targets import ROOT, Target
+from demokit.targets import ROOT, Target, start_command
 from metalmart import services as table
 
 Say = Callable[[str], None]
@@ -236,7 +236,7 @@ def status(target: Target) -> dict[str, Any]:
             raise UserError(f"the cluster refused to list {ns}: {exc.status} {exc.reason}", NOT_READY) from None
     except HTTPError as exc:
         raise UserError(f"the cluster of target {target.name!r} is unreachable ({exc.__class__.__name__}); "
-                        f"is it running? ./run fresh-start --target {target.name}", UNREACHABLE) from None
+                        f"is it running? {start_command(target)}", UNREACHABLE) from None
     workloads, demo_mode = [], None
     for kind, items in (("StatefulSet", statefulsets), ("Deployment", deployments)):
         for w in items:

@@ -34,9 +34,10 @@ import yaml
 
 from demokit import kubebuild, node, probes
 from demokit.supervise import Program, Supervisor
+from demokit.targets import CONTROL_PLANE_CONTEXT
 
 Say = Callable[[str], None]
-CONTEXT = "metalmart-kube"
+CONTEXT = CONTROL_PLANE_CONTEXT
 NODE = "kwok-node-0"
 STORAGE_CLASS = "metalmart-local"
 KWOK_CRDS = ("clusterportforwards", "portforwards", "clusterexecs", "execs", "clusterlogs", "logs")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from demokit import cluster, demomode, mirrordcfg, probes, reach, targets
-from demokit.errors import UserError
+from demokit.errors import UNREACHABLE, UserError
 from demokit.kafka import describe
 from demokit.metrics import Collector, rates
 from demokit.targets import Target
@@ -41,6 +41,7 @@ def _http(url: str) -> Any:
 
 def run(target: Target, config: Path) -> list[Check]:
     checks: list[Check] = []
+    unreachable = False
     try:
         workloads = _workloads(target)
         checks.append(workloads)
@@ -49,8 +50,11 @@ def run(target: Target, config: Path) -> list[Check]:
                 _answering(workloads, found, target)
             checks += _app(target, found, config)
     except UserError as exc:
-        checks.append(Check("the stack answers", False, str(exc), f"./run fresh-start --target {target.name}"))
-    if target.kind != "local":
+        # A cluster that does not answer is the one problem: the operator's checks would only say it again.
+        unreachable = exc.code == UNREACHABLE
+        checks.append(Check("the stack answers", False, str(exc),
+                            "" if unreachable else f"./run fresh-start --target {target.name}"))
+    if target.kind != "local" and not unreachable:
         checks += _operator(target, config)
     checks.append(_mirrord_cli())
     return checks

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, UserError
-from demokit.targets import Target
+from demokit.targets import Target, start_command
 
 
-def ready_pod(api: Any, namespace: str, app: str, fix: str = "./run status") -> str:
+def ready_pod(api: Any, namespace: str, app: str, fix: str = "./run status", start: str = "") -> str:
     """A running pod of the workload `app` (label app.kubernetes.io/name) whose Ready condition is true."""
     from kubernetes import client
     from urllib3.exceptions import HTTPError
@@ -26,8 +26,8 @@ def ready_pod(api: Any, namespace: str, app: str, fix: str = "./run status") -> 
         pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={app}",
                                                          field_selector="status.phase=Running").items
     except HTTPError as exc:
-        raise UserError(f"the Kubernetes API is unreachable ({exc.__class__.__name__}); is the cluster up?",
-                        UNREACHABLE) from None
+        raise UserError(f"the Kubernetes API is unreachable ({exc.__class__.__name__}); is the cluster up? {start}"
+                        .rstrip(), UNREACHABLE) from None
     except client.ApiException as exc:
         raise UserError(f"could not list the {app} pods in {namespace}: {exc.status} {exc.reason}",
                         UNREACHABLE) from None
@@ -109,14 +109,14 @@ class Tunnel:
     """127.0.0.1:<local_port> → <pod>:<remote_port>; local_port 0 picks a free one."""
 
     def __init__(self, api: Any, namespace: str, app: str, remote_port: int, local_port: int = 0,
-                 fix: str = "./run status") -> None:
+                 fix: str = "./run status", start: str = "") -> None:
         self.api, self.namespace, self.app, self.remote_port = api, namespace, app, remote_port
         # A failing forward fails every connection a task makes (a metrics watch makes one a second): each distinct
         # failure is said once, with the fix.
         self.fix = fix
         self._said: set[str] = set()
         self._said_lock = threading.Lock()
-        self.pod = ready_pod(api, namespace, app, fix)
+        self.pod = ready_pod(api, namespace, app, fix, start)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -176,7 +176,7 @@ def api_client(target: Target) -> Any:
         return config.new_client_from_config(config_file=target.kubeconfig(), context=context)
     except (config.ConfigException, OSError) as exc:
         raise UserError(f"no Kubernetes config for target {target.name!r} (context {context!r}): {exc}; is the "
-                        f"cluster up? ./run fresh-start --target {target.name}", NOT_READY) from None
+                        f"cluster up? {start_command(target)}", NOT_READY) from None
 
 
 @contextlib.contextmanager
@@ -187,7 +187,7 @@ def tunnels(target: Target, wanted: dict[str, tuple[int, int]]) -> Iterator[dict
     try:
         for app, (remote, local) in wanted.items():
             opened.append(Tunnel(api, str(target.get("metalmart_namespace")), app, remote, local,
-                                 fix=f"./run status --target {target.name}"))
+                                 fix=f"./run status --target {target.name}", start=start_command(target)))
         yield {t.app: t.port for t in opened}
     finally:
         for t in opened:

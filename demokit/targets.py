@@ -22,6 +22,8 @@ from demokit.errors import USAGE, UserError
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("local", "minikube", "cluster")
 DEFAULT_INVENTORIES = "inventories"
+# The kube context `./run cluster start` writes for its control plane (the testcluster target's).
+CONTROL_PLANE_CONTEXT = "metalmart-kube"
 
 
 def inventory_dir(folder: str | os.PathLike[str] | None = None) -> Path:
@@ -159,3 +161,11 @@ def default_name(folder: str | os.PathLike[str] | None = None, announce: Callabl
 def resolve(name: str | None, folder: str | os.PathLike[str] | None = None,
             announce: Callable[[str], None] = print) -> Target:
     return load(name or default_name(folder, announce), folder)
+
+
+def start_command(target: Target) -> str:
+    """What starts the cluster of `target`: the project's own control plane (`./run cluster start`) for the targets
+    that use it, else a fresh-start (which starts minikube; a region's cluster is its owner's to keep running)."""
+    if target.get("kube_context") == CONTROL_PLANE_CONTEXT:
+        return "./run cluster start"
+    return f"./run fresh-start --target {target.name}"

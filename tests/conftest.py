@@ -36,6 +36,7 @@ from tests.helpers import (
 SHARED_GROUPS = {
     "test_controlplane.py": "real-node",
     "test_real_node.py": "real-node",
+    "test_journey_cluster.py": "real-node",
     "test_cluster_access.py": "converged",
     "test_deploy_roles.py": "converged",
 }
