@@ -23,7 +23,8 @@ from demokit import probes
 from demokit.controlplane import ControlPlane
 from tests.helpers import ROOT, RUN
 
-SHARED_CHART = ROOT.parent / "shared" / "mirrord" / "charts" / "mirrord-operator"
+SHARED_MIRRORD = ROOT.parent / "shared" / "mirrord"  # mirrord's schemas, CRDs and chart (tests skip without)
+SHARED_CHART = SHARED_MIRRORD / "charts" / "mirrord-operator"
 CONTEXT = "kube-test"
 
 

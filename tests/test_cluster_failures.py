@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -227,6 +228,56 @@ def test_someone_elses_operator_is_left_alone_and_its_dead_api_stops_teardown_at
     assert "the cluster has no mirrord splitting resources" in after.stderr, "asked the cluster, not a cache"
     assert "404" not in after.stderr
     assert target.namespace not in target.objects("v1", "Namespace") and "deleted" in down.stderr
+
+
+def _may_get(api: Any, namespace: str, secret: str | None, verb: str = "get") -> bool:
+    """Whether the operator's ServiceAccount, as the chart creates it, may `verb` the Secret (SubjectAccessReview)."""
+    from kubernetes import client
+
+    account = "system:serviceaccount:mirrord:mirrord-operator"
+    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user=account, groups=["system:serviceaccounts", "system:serviceaccounts:mirrord", "system:authenticated"],
+        resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb=verb, resource="secrets",
+                                                        name=secret)))
+    return bool(client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed)
+
+
+@needs_chart
+def test_the_operator_may_read_the_kafka_login_its_property_list_names_and_nothing_more(
+        control_plane: ControlPlane, render_minikube: Any) -> None:
+    """The chart's own RBAC (installed by Helm, as a platform team does) with what `./run render` writes for each
+    Kafka mode applied beside it: asked of the real API server's authorizer."""
+    from kubernetes import client, utils
+
+    api = control_plane.api()
+    _helm(control_plane, "install", "mirrord-operator", str(kube.SHARED_CHART),
+          "--set", "license.key=someone-elses", "--set", "operator.kafkaSplitting=true")
+    try:
+        for mode, values, secret in (
+                ("strimzi", {}, "metalmart-app"),
+                ("managed", {"metalmart_kafka_managed_bootstrap": "b1.example:9093"}, "kafka-credentials"),
+                ("in-cluster", {}, None)):
+            namespace = f"rbac-{mode}"
+            objects, _ = render_minikube(metalmart_kafka_mode=mode, metalmart_namespace=namespace, **values)
+            login = secret or "kafka-credentials"
+            assert not _may_get(api, namespace, login), f"{mode}: the chart alone grants no Secret here"
+            rbac = [o for o in objects if o["kind"] in ("Namespace", "Role", "RoleBinding")]
+            for obj in rbac:
+                utils.create_from_dict(api, obj)
+            names = {(o["kind"], o["metadata"]["name"]) for o in rbac if o["kind"] != "Namespace"}
+            if secret is None:
+                assert names == set(), f"no login, nothing granted: {names}"
+                assert not _may_get(api, namespace, login)
+            else:
+                assert names == {("Role", "mirrord-operator-kafka-login"),
+                                 ("RoleBinding", "mirrord-operator-kafka-login")}
+                assert _may_get(api, namespace, secret), f"{mode}: the operator may read {secret}"
+                assert not _may_get(api, namespace, "postgres-credentials"), f"{mode}: and no other Secret"
+                assert not _may_get(api, namespace, None, "list") and not _may_get(api, namespace, secret, "update")
+                assert not _may_get(api, "default", secret), f"{mode}: only in the demo's namespace"
+            client.CoreV1Api(api).delete_namespace(namespace)
+    finally:
+        _helm(control_plane, "uninstall", "mirrord-operator", "--wait")
 
 
 # ---- minikube's resources -----------------------------------------------------------------------------------------

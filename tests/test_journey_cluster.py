@@ -67,6 +67,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clone]:
     c.run("cluster", "stop")
 
 
+@pytest.mark.timeout(1800)  # a first run in a new clone: its virtualenv, the node, the app image built
 def test_the_cluster_path_with_the_real_node(clone: Clone, tmp_path: Path) -> None:
     why = node.unavailable()
     if why:
@@ -105,6 +106,7 @@ def test_the_cluster_path_with_the_real_node(clone: Clone, tmp_path: Path) -> No
     clone.hints_parse()
 
 
+@pytest.mark.timeout(900)
 def test_the_cluster_path_where_no_real_node_can_run(clone: Clone) -> None:
     off = {"METALMART_NODE": "off"}
     started = clone.run("cluster", "start", env=off)

@@ -3,18 +3,21 @@ running processor and order service; a missing topic is reported, never created 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from demokit.errors import UserError
 from demokit.kafka import apache, ensure_topic
 from demokit.probes import holds, until
+from tests import kube
 from tests.helpers import AppStack, KafkaBroker, post_orders, request, sql
 
 NO_REPUBLISH = {"ORDER_REPUBLISH_AFTER_S": "3600"}  # the reconciler must not hide a stalled processor
@@ -175,3 +178,45 @@ def test_the_brokers_the_tests_run_are_the_version_the_clusters_run() -> None:
     image = yaml.safe_load((ROOT / "roles/kafka/defaults/main.yml").read_text())["kafka_image"]
     assert image == f"apache/kafka:{apache.VERSION}"
     assert f"org.apache.kafka:kafka_{apache.SCALA}:{apache.VERSION} " in apache.LOCK.read_text()
+
+
+def _split_properties(objects: list[dict[str, Any]]) -> dict[str, str]:
+    plist = next(o for o in objects if o["kind"] == "MirrordPropertyList")
+    if kube.SHARED_MIRRORD.is_dir():
+        schema = json.loads((kube.SHARED_MIRRORD / "crd-schema-MirrordPropertyList-v1.json").read_text())
+        jsonschema.Draft202012Validator(schema).validate(plist)
+    return {p["name"]: p.get("value", "") for p in plist["spec"]["properties"]}
+
+
+def test_the_operators_temporary_topics_take_the_writes_of_a_replicated_kafka(broker: KafkaBroker,
+                                                                              render_minikube: Any) -> None:
+    """On a Kafka whose min.insync.replicas is 2 (Strimzi's), a temporary topic made as the operator makes it
+    (replication factor 1) is written with the properties `./run render` writes for operator 3.187.0 (the chart
+    pinned). From 3.191.0 the list asks for the original's replication factor instead (`copy`), which a broker of one
+    node cannot show."""
+    strimzi, _ = render_minikube(metalmart_kafka_mode="strimzi")
+    old = _split_properties(strimzi)
+    assert old["acks"] == "1" and not [k for k in old if k.startswith("mirrord.")], old
+    newer, _ = render_minikube(metalmart_kafka_mode="managed", metalmart_kafka_managed_bootstrap="b1.example:9093",
+                               mirrord_operator_chart_version="3.191.0")
+    assert _split_properties(newer)["mirrord.split_topic.replication_factor"] == "copy"
+    in_cluster, _ = render_minikube()
+    assert set(_split_properties(in_cluster)) == {"bootstrap.servers"}, "one broker: the operator's defaults hold"
+
+    topic = f"mirrord-tmp-{uuid.uuid4().hex[:8]}-order.created"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"min.insync.replicas": "2"})])[topic].result(30)
+
+    def write(**config: str) -> object:
+        outcome: list[object] = []
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 8000, **config})
+        producer.produce(topic, b"order", on_delivery=lambda err, _msg: outcome.append(err))
+        producer.flush(30)
+        return outcome[0]
+
+    client = {k: v for k, v in old.items() if k in ("acks",)}
+    assert write(**client) is None, "written with the property list's acks"
+    # Measured: Apache Kafka 3.7+ takes min(min.insync.replicas, replica count) as the topic's minimum (apache/kafka
+    # #14594), so on the Kafka the clusters run the operator's own acks=all is not refused either: the `acks`
+    # property is for an older Kafka, the replication factor for a managed service's policy and a broker's restart.
+    assert write(acks="all") is None, "Kafka 3.7+ caps the minimum at the topic's replicas"

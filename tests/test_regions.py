@@ -28,6 +28,7 @@ import yaml
 
 from demokit import kubebuild, mirrordcfg, render, targets
 from demokit.controlplane import ControlPlane
+from demokit.errors import UserError
 from demokit.probes import free_port, until
 from tests import kube
 from tests.conftest import PodBackend
@@ -323,7 +324,8 @@ def test_status_and_teardown_work_for_a_region(setup: RegionSetup) -> None:
         assert "deleted" in done.stderr
 
 
-def test_strimzi_and_managed_kafka_render_their_objects_and_logins(render_minikube: Any) -> None:
+def test_strimzi_and_managed_kafka_render_their_objects_and_logins(render_minikube: Any,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
     strimzi, _ = render_minikube(metalmart_kafka_mode="strimzi")
     kinds = [d["kind"] for d in strimzi]
     assert {"KafkaNodePool", "Kafka", "KafkaUser", "KafkaTopic"} <= set(kinds) and "StatefulSet" in kinds
@@ -338,7 +340,14 @@ def test_strimzi_and_managed_kafka_render_their_objects_and_logins(render_miniku
     assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
     assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "metalmart-app", "key": "password",
                                                                       "optional": True}
-    managed, _ = render_minikube(metalmart_kafka_mode="managed", metalmart_kafka_managed_bootstrap="b1.example:9093")
+    managed, _ = render_minikube(metalmart_kafka_mode="managed", metalmart_kafka_managed_bootstrap="b1.example:9093",
+                                 mirrord_operator_chart_version="3.191.0")
+    capfd.readouterr()
+    with pytest.raises(UserError, match="render failed"):
+        render_minikube(metalmart_kafka_mode="managed", metalmart_kafka_managed_bootstrap="b1.example:9093")
+    said = "".join(capfd.readouterr())
+    assert re.search(r"queue_splitting .* FAILED\n\s+a managed Kafka refuses topics of replication factor 1, .* set "
+                     r"mirrord_operator_chart_version to 3\.191\.0 or later", said), said[-2000:]
     assert not [d for d in managed if d["kind"].startswith("Kafka") or d["metadata"]["name"].startswith("kafka")]
     props = {p["name"]: p for p in next(d for d in managed if d["kind"] == "MirrordPropertyList")["spec"]["properties"]}
     assert props["bootstrap.servers"]["value"] == "b1.example:9093"
