@@ -65,7 +65,8 @@ class Collector:
                           "total": stats.get("total", 0),
                           "shipped_by_topic": stats.get("shipped_by_topic", []),
                           "republished": stats.get("republished", 0), "overdue": stats.get("overdue", 0),
-                          "overdue_after_s": stats.get("overdue_after_s")}
+                          "overdue_after_s": stats.get("overdue_after_s"),
+                          "by_session": stats.get("by_session", {})}
             except (OSError, ValueError, KeyError) as exc:
                 errors["order_service"] = f"{self.order_url}: {exc}"
         return {"collected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

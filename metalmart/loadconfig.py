@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from metalmart import sessions
 from metalmart.errors import USAGE, UserError
 
 
@@ -37,6 +38,8 @@ OPTIONS = (
                            "(1024)"),
     Option("workers", "processes sharing the schedule; default: one per 1,000 orders/s, up to the machine's cores"),
     Option("run_id", "the run's id, in every e-mail (default: a new random one)"),
+    Option("session_key", "mark orders for the `mirrord up` session with this key (baggage: mirrord-session=KEY)"),
+    Option("session_share", "share of orders marked with --session-key, 0..1 (1.0)"),
 )
 
 
@@ -54,6 +57,8 @@ class LoadConfig:
     timeout_s: float = 10.0
     grace_s: float = 5.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    session_key: str | None = None
+    session_share: float = 1.0
 
     def args(self, **replace: Any) -> list[str]:
         """The options of this run as command-line arguments (`replace` swaps some values, e.g. the URLs a Job
@@ -85,6 +90,10 @@ class LoadConfig:
             raise UserError(f"--email-domain must be a domain like metalbear.com (got {self.email_domain!r})", USAGE)
         if self.email_user is not None and (not self.email_user or any(c in self.email_user for c in "@+ ")):
             raise UserError(f"--email-user must be a plain name like alice (got {self.email_user!r})", USAGE)
+        if self.session_key is not None and sessions.key_problem(self.session_key):
+            raise UserError(f"--session-key: {sessions.key_problem(self.session_key)}", USAGE)
+        if not 0.0 <= self.session_share <= 1.0:
+            raise UserError(f"--session-share must be between 0 and 1 (got {self.session_share}); e.g. 0.5", USAGE)
         if self.rate * self.duration < 1:
             raise UserError("--rate × --duration schedules no order; raise one of them", USAGE)
 

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from hdrh.histogram import HdrHistogram
 
+from metalmart import sessions
 from metalmart.errors import UNREACHABLE, UserError
 from metalmart.loadconfig import OPTIONS, LoadConfig
 from metalmart.services import probe
@@ -149,6 +150,14 @@ def identities(seed: str, count: int = 256) -> list[Identity]:
                      fake.zipcode()) for _ in range(count)]
 
 
+JSON = {"Content-Type": "application/json"}
+
+
+def _picked(i: int, share: float) -> bool:
+    """Whether order `i` is among an exact `share` of the orders, spread evenly (of 10 at 0.3: the 3rd, 6th, 9th)."""
+    return math.floor((i + 1) * share + 1e-9) > math.floor(i * share + 1e-9)
+
+
 class OrderFactory:
     """Realistic orders with unique e-mails: the run id in each, and an exact share matching the demo filter."""
 
@@ -159,8 +168,14 @@ class OrderFactory:
         self.rng = random.Random(config.run_id)
 
     def matches(self, i: int) -> bool:
-        r = self.config.match_ratio
-        return math.floor((i + 1) * r + 1e-9) > math.floor(i * r + 1e-9)
+        return _picked(i, self.config.match_ratio)
+
+    def headers(self, i: int) -> dict[str, str]:
+        """The request's headers: JSON, and the `mirrord up` session's marker for the share --session-key asks."""
+        key = self.config.session_key
+        if key and _picked(i, self.config.session_share):
+            return {**JSON, "baggage": sessions.baggage(key)}
+        return JSON
 
     def email(self, i: int, person: Identity) -> str:
         domain = self.config.email_domain if self.matches(i) else NON_MATCHING_DOMAIN
@@ -248,7 +263,7 @@ class LoadRun:
         s = self.stats
         body = self.factory.body(i)
         try:
-            async with http.post(self._url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            async with http.post(self._url, data=body, headers=self.factory.headers(i)) as resp:
                 answer = await resp.read()
                 s.status_codes[str(resp.status)] += 1
                 if resp.status == 201:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -10,7 +11,15 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
 from metalmart import db as dbmod
-from metalmart.orders import SCHEMA, NotFound, OrderStore, StatusConflict, ValidationError, validate_new_order
+from metalmart.orders import (
+    SCHEMA,
+    NotFound,
+    OrderStore,
+    StatusConflict,
+    ValidationError,
+    session_key,
+    validate_new_order,
+)
 from metalmart.outbox import OutboxRelay
 from metalmart.reconcile import Reconciler
 from metalmart.settings import OrderSettings
@@ -26,8 +35,11 @@ async def create_order(request: web.Request) -> web.Response:
     body = await read_json(request)
     try:
         new = validate_new_order(body)
+        session = session_key(request.headers.get("baggage"))
     except ValidationError as exc:
         return error(422, exc.message, exc.field)
+    if session:
+        new = dataclasses.replace(new, session_key=session)
     order = await request.app[STORE].create(new)
     request.app[RELAY].wake()
     return web.json_response(order, status=201)

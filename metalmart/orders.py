@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from metalmart import sessions
 from metalmart.db import Database, Row, Tx, UniqueViolation
 
 SCHEMA = [
@@ -68,6 +69,13 @@ SCHEMA = [
         kafka_partition INTEGER NOT NULL,
         kafka_offset {BIG} NOT NULL,
         checked_at TEXT
+    )""",
+    # The `mirrord up` session an order was placed for (`baggage: mirrord-session=K` on its POST): its event carries
+    # the header `mirrord-session: K`, so mirrord routes it to that session. A table of its own: no column is added
+    # to a database a running demo already holds.
+    """CREATE TABLE IF NOT EXISTS order_sessions (
+        order_id TEXT PRIMARY KEY,
+        session_key TEXT NOT NULL
     )""",
 ]
 
@@ -149,6 +157,15 @@ class NewOrder:
     items: list[dict[str, Any]]
     reservation_id: str
     total: Decimal
+    session_key: str | None = None
+
+
+def session_key(baggage: str | None) -> str | None:
+    """The `mirrord up` session a request is for, from its `baggage` header (metalmart.sessions)."""
+    try:
+        return sessions.from_baggage(baggage)
+    except ValueError as exc:
+        raise ValidationError("baggage", str(exc)) from None
 
 
 def validate_new_order(body: Any) -> NewOrder:
@@ -226,8 +243,9 @@ def order_view(row: Row) -> dict[str, Any]:
     }
 
 
-def event_for(order: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """The `order.created` event: key, value and headers. The header is what mirrord's filter matches."""
+def event_for(order: dict[str, Any], session: str | None = None) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The `order.created` event: key, value and headers. The headers are what mirrord routes on: a session's
+    `customer_email` filter, and `mirrord-session` for `mirrord up`."""
     value = {
         "order_id": order["id"],
         "order_number": order["order_number"],
@@ -236,7 +254,10 @@ def event_for(order: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, str
         "status": order["status"],
         "created_at": order["created_at"],
     }
-    return order["id"], value, {"customer_email": order["customer_email"]}
+    headers = {"customer_email": order["customer_email"]}
+    if session:
+        headers[sessions.HEADER] = session
+    return order["id"], value, headers
 
 
 def processed_by_label(source: str | None) -> str | None:
@@ -314,12 +335,16 @@ class OrderStore:
                 "INSERT INTO order_status_history (order_id, status, at) VALUES (?, ?, ?)",
                 (order_id, "pending", stamp),
             )
-            await self._enqueue(tx, order, stamp)
+            if new.session_key:
+                await tx.execute("INSERT INTO order_sessions (order_id, session_key) VALUES (?, ?)",
+                                 (order_id, new.session_key))
+                order["session_key"] = new.session_key
+            await self._enqueue(tx, order, stamp, new.session_key)
         return order
 
-    async def _enqueue(self, tx: Tx, order: dict[str, Any], stamp: str) -> None:
+    async def _enqueue(self, tx: Tx, order: dict[str, Any], stamp: str, session: str | None) -> None:
         """The order's `order.created` event into the outbox, for the relay to publish."""
-        key, value, headers = event_for(order)
+        key, value, headers = event_for(order, session)
         await tx.execute(
             "INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
             (self.topic, key, json.dumps(value), json.dumps(headers), stamp),
@@ -363,7 +388,9 @@ class OrderStore:
                     " AND updated_at < ?", (order_id, published_before))
                 if order is None:
                     continue  # it moved meanwhile
-                await self._enqueue(tx, order_view(order), stamp)
+                session = await tx.fetchone("SELECT session_key FROM order_sessions WHERE order_id = ?",
+                                            (order_id,))
+                await self._enqueue(tx, order_view(order), stamp, session["session_key"] if session else None)
                 await tx.execute("INSERT INTO republished (order_id, reason, at) VALUES (?, ?, ?)",
                                  (order_id, reason, stamp))
                 done.append(order_id)
@@ -458,6 +485,10 @@ class OrderStore:
                 " WHERE status IN ('shipped', 'delivered') GROUP BY COALESCE(source_topic, ''), processed_by")
             pending = await tx.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
             republished = await tx.fetchone("SELECT COUNT(*) AS n FROM republished")
+            sessions = await tx.fetchall(
+                "SELECT s.session_key, COUNT(*) AS n, SUM(CASE WHEN o.status IN ('shipped', 'delivered') THEN 1"
+                " ELSE 0 END) AS shipped FROM order_sessions s JOIN orders o ON o.id = s.order_id"
+                " GROUP BY s.session_key")
             overdue = await self.overdue(tx, self.overdue_cutoff())
         processed = {"cluster": 0, "mirrord": 0}
         processed.update({r["processed_by"]: int(r["n"]) for r in by_source})
@@ -473,6 +504,9 @@ class OrderStore:
             "republished": int(republished["n"]) if republished else 0,
             "overdue": len(overdue),
             "overdue_after_s": self.overdue_after_s,
+            # Orders placed for a `mirrord up` session, by its key.
+            "by_session": {r["session_key"]: {"orders": int(r["n"]), "shipped": int(r["shipped"] or 0)}
+                           for r in sessions},
         }
 
 

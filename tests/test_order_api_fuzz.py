@@ -89,3 +89,38 @@ def test_any_body_is_answered_without_a_5xx_and_stored_only_on_201(service: AppS
     assert after == before + (1 if code == 201 else 0), (code, answer)
     if code != 201:
         assert code in (400, 413, 422) and answer.get("field"), answer
+
+
+BAGGAGE_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"),
+                       max_size=80)
+
+
+@st.composite
+def baggages(draw: st.DrawFn) -> str:
+    """A `baggage` header: anything printable, or entries around a `mirrord-session` one of any value."""
+    if draw(st.booleans()):
+        return draw(BAGGAGE_TEXT)
+    entries = draw(st.lists(BAGGAGE_TEXT, max_size=3))
+    entries.insert(draw(st.integers(0, len(entries))), "mirrord-session=" + draw(
+        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,70}", fullmatch=True) | BAGGAGE_TEXT))
+    return ",".join(entries)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(baggage=baggages())
+def test_any_baggage_header_is_answered_without_a_5xx_and_a_session_key_is_a_plain_name(
+        service: AppStack, baggage: str) -> None:
+    from metalmart import sessions
+
+    code, answer = request("POST", f"{service.base}/api/orders", order_body("fuzz@metalbear.com"),
+                           headers={"baggage": baggage})
+    assert code in (201, 422), (code, answer, baggage)
+    try:
+        expected = sessions.from_baggage(baggage)
+    except ValueError:
+        assert code == 422 and answer["field"] == "baggage", answer
+        return
+    assert code == 201, answer
+    assert answer.get("session_key") == expected
+    assert expected is None or sessions.KEY.fullmatch(expected)

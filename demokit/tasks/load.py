@@ -74,6 +74,7 @@ async def _run(config: LoadConfig, interactive: bool, hint: str) -> LoadRun | Fl
     say(f"load: {config.rate:g} orders/s for {config.duration:g} s ({config.scheduled_total} orders) to "
         f"{config.base_url}; e-mails @{config.email_domain} (match ratio {config.match_ratio:g}); "
         f"products from the {source}; run id {config.run_id}"
+        + (f"; {config.session_share:.0%} for session {config.session_key}" if config.session_key else "")
         + (f"; {config.worker_count} worker processes" if config.worker_count > 1 else ""))
     run = new_run(config, products)
     loop = asyncio.get_running_loop()
@@ -138,7 +139,8 @@ def rate_and_duration(preset: str, rate: float | None, duration: float | None) -
 def load(c: Context, rate: float | None = None, duration: float | None = None, preset: str = DEFAULT_PRESET,
          base_url: str | None = None, target: str | None = None, email_domain: str = mirrordcfg.DOMAIN,
          match_ratio: float = 1.0, email_user: str | None = None, json: str | None = None, max_inflight: int = 1024,
-         in_cluster: bool = False, workers: int | None = None) -> None:
+         in_cluster: bool = False, workers: int | None = None, session_key: str | None = None,
+         session_share: float = 1.0) -> None:
     """Stream orders at an exact rate (open loop) and account for every one of them."""
     rate, duration = rate_and_duration(preset, rate, duration)
     json_path = Path(json) if json else None
@@ -147,7 +149,8 @@ def load(c: Context, rate: float | None = None, duration: float | None = None, p
     options = LoadConfig(rate=float(rate), duration=float(duration), base_url=base_url or "http://127.0.0.1",
                          catalogue_url=None, email_domain=email_domain, match_ratio=float(match_ratio),
                          email_user=email_user, max_inflight=int(max_inflight),
-                         workers=None if workers is None else int(workers))
+                         workers=None if workers is None else int(workers), session_key=session_key,
+                         session_share=float(session_share))
     options.check()  # bad options are refused before anything is reached
     if in_cluster:
         report = _in_cluster(c, target, base_url, options)

@@ -89,6 +89,13 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
                        str(o["processed_by"].get("cluster", 0)), str(o["processed_by"].get("mirrord", 0)),
                        str(o.get("overdue", 0)), str(o.get("republished", 0)))
         parts.append(orders)
+        if o.get("by_session"):
+            sessions = Table(title="orders per mirrord up session (baggage: mirrord-session=KEY)")
+            for col, justify in (("session key", "left"), ("orders", "right"), ("shipped", "right")):
+                sessions.add_column(col, justify=justify)  # type: ignore[arg-type]
+            for key, counts in sorted(o["by_session"].items()):
+                sessions.add_row(key, str(counts["orders"]), str(counts["shipped"]))
+            parts.append(sessions)
     if delta and delta.get("produced_per_s") is not None:
         trend = "↑" if delta["lag_delta"] > 0 else "↓" if delta["lag_delta"] < 0 else "→"
         parts.append(f"produced {delta['produced_per_s']:.1f}/s · consumed {delta['consumed_per_s']:.1f}/s · "
