@@ -13,6 +13,7 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from metalmart import sessions
 from metalmart.orders import PIPELINE
 from metalmart.services import probe
 from metalmart.settings import StorefrontSettings
@@ -72,11 +73,19 @@ async def place_order(request: web.Request) -> web.StreamResponse:
         "items": [{"product_id": product["id"], "product_name": product["name"], "quantity": quantity,
                    "price": product["price"]}],
     }
+    # A `mirrord up` session's orders: the key typed in the form, else the baggage the request came with (as an
+    # app carries it on), passed to the order service, which puts it in the event's Kafka header.
+    key = form.get("session_key", "")
+    if key and sessions.key_problem(key):
+        return await index(request, form, f"Please check the session key: {sessions.key_problem(key)}.", 422)
+    baggage = sessions.baggage(key) if key else request.headers.get("baggage", "")
     try:
-        async with app[HTTP].post(f"{app[SETTINGS].order_service_url}/api/orders", json=body) as resp:
+        async with app[HTTP].post(f"{app[SETTINGS].order_service_url}/api/orders", json=body,
+                                  headers={"baggage": baggage} if baggage else None) as resp:
             answer = await resp.json(content_type=None)
             if resp.status == 422:
                 field = answer.get("field", "").replace("customer_", "").replace("shipping_address.", "")
+                field = "the session key" if field == "baggage" else field
                 return await index(request, form, f"Please check {field}: {answer.get('error')}.", 422)
             if resp.status != 201:
                 return await index(request, form, f"The order service answered {resp.status}; try again.", 502)

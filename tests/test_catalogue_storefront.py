@@ -92,6 +92,7 @@ def test_a_person_orders_in_the_storefront_and_watches_it_ship(shop: tuple[AppSt
         page.click("button[type=submit]")
         assert "e-mail" in page.locator("#problem").inner_text() or "email" in page.locator("#problem").inner_text()
         page.fill("input[name=email]", email)
+        page.fill("input[name=session_key]", "vera")  # for her `mirrord up` session
         page.click("button[type=submit]")
         page.wait_for_url("**/track/**")
         page.wait_for_function("document.querySelector('#status').textContent === 'shipped'", timeout=30000)
@@ -100,3 +101,4 @@ def test_a_person_orders_in_the_storefront_and_watches_it_ship(shop: tuple[AppSt
         browser.close()
     orders = request("GET", f"{stack.base}/api/orders?email={email}")[1]
     assert [(o["status"], o["total_amount"]) for o in orders] == [("shipped", 116.0)]
+    assert stack.stats()["by_session"] == {"vera": {"orders": 1, "shipped": 1}}, "placed for her session"

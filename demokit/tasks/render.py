@@ -32,9 +32,12 @@ def render(c: Context, target: str | None = None, out: str = "rendered", email_f
             "email_filter": "a regex on the customer_email header, e.g. '^alice\\+.*@metalbear\\.com$'",
             "email_domain": "the domain of --user's e-mails (metalbear.com)",
             "output": "the file to write (default: .mirrord/NAME.json, or .mirrord/order-processor.json)",
+            "up": "also write .mirrord/mirrord-up.yaml beside it: the processor as a `mirrord up` service, for "
+                  "orders marked with a session key",
             "target": TARGET_HELP})
 def mirrord_config(c: Context, user: str | None = None, email: str | None = None, email_filter: str | None = None,
-                   email_domain: str = mirrordcfg.DOMAIN, output: str | None = None, target: str | None = None) -> None:
+                   email_domain: str = mirrordcfg.DOMAIN, output: str | None = None, target: str | None = None,
+                   up: bool = False) -> None:
     """Write a mirrord config for one person's session: only orders matching its filter reach them."""
     given = [name for name, value in (("--user", user), ("--email", email), ("--email-filter", email_filter))
              if value is not None]
@@ -59,8 +62,12 @@ def mirrord_config(c: Context, user: str | None = None, email: str | None = None
         say(warning)
     run = cluster.run_playbook(resolved, "mirrord-config", lambda _m: None,
                                {"mirrord_config_email_filter": regex, "mirrord_config_name": path.stem,
-                                "mirrord_config_dir": str(path.parent.resolve())}, log_name="mirrord-config")
+                                "mirrord_config_dir": str(path.parent.resolve()), "mirrord_config_up": up},
+                               log_name="mirrord-config")
     say(f"{path} is up to date; nothing changed" if run.changed == 0 else f"wrote {path} (filter {regex})")
+    if up:
+        say(f"{path.parent / 'mirrord-up.yaml'}: run `mirrord up -f {path.parent / 'mirrord-up.yaml'} --key KEY` and "
+            "place orders with ./run load --session-key KEY (or the storefront's session field)")
 
 
 def _check_queue_id(target: Target) -> None:
