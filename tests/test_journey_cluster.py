@@ -23,7 +23,8 @@ from tests.helpers import ROOT, path_without_minikube
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-HINT = re.compile(r"\./run [a-z][a-z.-]*(?: +(?:--?[a-z][a-z-]*|[A-Za-z0-9_./:=+-]+))*")
+# `./run TASK` and its flags, each with at most one value (what follows is prose).
+HINT = re.compile(r"\./run [a-z][a-z.-]*(?: --[a-z][a-z-]*(?: (?!--)[A-Za-z0-9_./:=+@-]+)?)*")
 
 
 class Clone:
