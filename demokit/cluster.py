@@ -30,9 +30,13 @@ INSTALL = {
 _RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
+CREDENTIALS = "MIRRORD_CLOUD_API_KEY or MIRRORD_LICENSE_KEY, or Ansible Vault"
+
+
 def licence_given() -> bool:
-    """A licence in the environment (see has_vault_licence for Ansible Vault)."""
-    return bool(os.environ.get("MIRRORD_LICENSE_KEY"))
+    """A credential for the operator in the environment: the cloud API key (chart 3.179+) or the licence key (see
+    has_vault_licence for Ansible Vault)."""
+    return bool(os.environ.get("MIRRORD_CLOUD_API_KEY") or os.environ.get("MIRRORD_LICENSE_KEY"))
 
 
 def tool_path() -> str:
@@ -214,6 +218,19 @@ def operator_state(target: Target, api: Any) -> str:
         return f"{owner}, {(op.status.ready_replicas or 0)}/{op.spec.replicas} ready"
     except client.ApiException:
         return owner
+
+
+def operator_image(target: Target, api: Any) -> str | None:
+    """The image the mirrord operator's Deployment runs (its tag is the operator's version); None when there is none."""
+    from kubernetes import client
+
+    try:
+        op = client.AppsV1Api(api).read_namespaced_deployment("mirrord-operator",
+                                                              str(target.get("metalmart_operator_namespace")))
+    except client.ApiException:
+        return None
+    containers = op.spec.template.spec.containers or []
+    return str(containers[0].image) if containers else None
 
 
 def status(target: Target) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from demokit.metrics import Collector
+from metalmart import splittopics
 
 WINDOW_S = 300  # the time series cover the last five minutes
 # Okabe–Ito: distinguishable with every common colour-vision deficiency, and on a projector.
@@ -29,16 +30,17 @@ ROLE_NAMES = {"original": "original", "mirrord-local": "mirrord session (laptop)
               "mirrord-fallback": "mirrord fallback (cluster)"}
 
 
-def _session_of(topic: str) -> str:
-    """`mirrord-tmp-<id>-<topic>` → `<id>`: the session a temporary topic belongs to."""
-    return topic.removeprefix("mirrord-tmp-").split("-", 1)[0] if topic.startswith("mirrord-tmp-") else ""
+def _session_of(topic: str, fmt: str = splittopics.DEFAULT) -> str:
+    """`mirrord-tmp-<id>-<topic>` → `<id>`: the session a temporary topic belongs to (by the operator's format)."""
+    split = splittopics.parse(topic, None, fmt)
+    return split[0] if split else ""
 
 
-def shipped_by_who(orders: dict[str, Any] | None) -> dict[str, int]:
+def shipped_by_who(orders: dict[str, Any] | None, fmt: str = splittopics.DEFAULT) -> dict[str, int]:
     """Orders shipped so far by who processed them: `cluster`, or `session <id>` per mirrord session."""
     who: dict[str, int] = {"cluster": 0}
     for row in (orders or {}).get("shipped_by_topic", []):
-        key = "cluster" if row["processed_by"] != "mirrord" else f"session {_session_of(row['topic']) or '?'}"
+        key = "cluster" if row["processed_by"] != "mirrord" else f"session {_session_of(row['topic'], fmt) or '?'}"
         who[key] = who.get(key, 0) + int(row["shipped"])
     return who
 
@@ -95,7 +97,8 @@ class Dashboard:
             if po is None or co is None:
                 continue
             out["created"].append((cur.at, max(0.0, (co.get("total", 0) - po.get("total", 0)) / dt)))
-            before, after = shipped_by_who(po), shipped_by_who(co)
+            fmt = self.collector.topic_format
+            before, after = shipped_by_who(po, fmt), shipped_by_who(co, fmt)
             for who, n in after.items():
                 out.setdefault(f"shipped: {who}", []).append((cur.at, max(0.0, (n - before.get(who, 0)) / dt)))
         return out
@@ -122,7 +125,8 @@ class Dashboard:
         orders = (latest or {}).get("orders")
         return {"target": self.target, "collected_at": (latest or {}).get("collected_at"),
                 "errors": (latest or {}).get("errors", {}), "topics": topics, "groups": groups,
-                "orders": orders, "shipped_by": shipped_by_who(orders), "series": self.series(),
+                "orders": orders, "shipped_by": shipped_by_who(orders, self.collector.topic_format),
+                "series": self.series(),
                 "filters": self.filters(), "demo_mode": self._demo_mode()}
 
     def panel(self) -> str:

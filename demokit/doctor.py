@@ -20,7 +20,7 @@ from typing import Any
 from demokit import cluster, demomode, mirrordcfg, probes, reach, targets
 from demokit.errors import UNREACHABLE, UserError
 from demokit.kafka import describe
-from demokit.metrics import Collector, rates
+from demokit.metrics import Collector, leftovers, rates
 from demokit.targets import Target
 
 SAMPLE_S = 2.0  # between the two metrics snapshots that tell whether the processor consumes and orders arrive
@@ -112,7 +112,8 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
         checks.append(Check("the catalogue is seeded", False, f"the catalogue does not answer ({exc})",
                             f"./run status --target {target.name}"))
     topic, group = str(target.get("metalmart_kafka_topic")), str(target.get("metalmart_kafka_group_id"))
-    collector = Collector(str(found.bootstrap), topic, group, found.url("order"))
+    collector = Collector(str(found.bootstrap), topic, group, found.url("order"),
+                          topic_format=str(target.get("metalmart_kafka_split_topic_format")))
     first = collector.snapshot()
     time.sleep(SAMPLE_S)  # the sampling interval of the two snapshots, not a readiness wait
     second = collector.snapshot()
@@ -143,6 +144,11 @@ def _app(target: Target, found: reach.Endpoints, config: Path) -> list[Check]:
                             (", nothing consumed in the last seconds" if stuck else "") +
                             (f", committed beyond the end: {'; '.join(beyond)}" if beyond else ""),
                             "" if ok else fix))
+        left = leftovers(second)
+        checks.append(Check("no leftover temporary topics", not left,
+                            f"{len(left)} no one reads: {', '.join(left[:3])}{' …' if len(left) > 3 else ''}" if left
+                            else "every temporary topic of the split is read", f"./run split-topics --target "
+                            f"{target.name} --delete-unread" if left else "", blocking=False))
         produced = delta["produced_per_s"] or 0.0
         checks.append(Check("orders are arriving now", produced > 0,
                             f"{produced:.1f} orders/s" if produced > 0 else "no orders in the last seconds",
@@ -166,17 +172,21 @@ def _filter_matches(found: reach.Endpoints, config: Path, target: str) -> Check:
     name = "the mirrord filter matches the orders being sent"
     write = _write_config(config, target)
     try:
-        data = json.loads(config.read_text())
-        split = next(iter(data["feature"]["split_queues"].values()))
-        regex = split["message_filter"]["customer_email"]
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
-        return Check(name, False, f"cannot read {config}: {exc}", write)
+        entries = mirrordcfg.split_entries(json.loads(config.read_text()))
+        filters = [e.get("message_filter") for _, e in entries]
+        regex = next(f["customer_email"] for f in filters if isinstance(f, dict) and "customer_email" in f)
+    except (OSError, ValueError, StopIteration) as exc:
+        why = "no customer_email filter in its split_queues" if isinstance(exc, StopIteration) else str(exc)
+        return Check(name, False, f"cannot read {config}: {why}", write)
     try:
         recent = _http(f"{found.url('order')}/api/orders?limit=50")
     except Exception as exc:
         return Check(name, False, f"the order service does not answer ({exc})", f"./run status --target {target}")
+    if mirrordcfg.RUST_ONLY.search(str(regex)):
+        return Check(name, True, f"{regex!r} ({config.name}) is mirrord's regex dialect, not Python's: not compared "
+                                 "here; try it in a session", blocking=False)
     try:
-        pattern = re.compile(regex)
+        pattern = mirrordcfg.python_regex(regex)
     except (re.error, TypeError) as exc:
         return Check(name, False, f"the filter {regex!r} in {config.name} is not a regular expression ({exc})",
                      write)
@@ -212,13 +222,14 @@ def _operator(target: Target, config: Path) -> list[Check]:
     state = cluster.operator_state(target, api_client(target))
     ready = re.search(r"(\d+)/\d+ ready", state)
     running = bool(ready and int(ready.group(1)) > 0)
+    version_check = _operator_version(target)
     checks = [Check("the mirrord operator runs", running, state,
-                    "" if running else f"MIRRORD_LICENSE_KEY=… ./run fresh-start --target {target.name} (or ask the "
+                    "" if running else f"MIRRORD_CLOUD_API_KEY=… ./run fresh-start --target {target.name} (or ask the "
                                        "cluster's owner)")]
     try:
         ids = cluster.queue_ids(target)
-        want = next(iter(json.loads(config.read_text())["feature"]["split_queues"]))
-    except (UserError, OSError, ValueError, KeyError, StopIteration) as exc:
+        want = mirrordcfg.split_entries(json.loads(config.read_text()))[0][0]
+    except (UserError, OSError, ValueError, IndexError) as exc:
         checks.append(Check("the splitting resources match the config", False, str(exc),
                             f"./run fresh-start --target {target.name}"))
         ids, want = set(), ""
@@ -227,18 +238,47 @@ def _operator(target: Target, config: Path) -> list[Check]:
         checks.append(Check("the splitting resources match the config", ok,
                             f"queue ids {', '.join(sorted(ids)) or 'none'}; {config.name} names {want!r}",
                             "" if ok else f"./run fresh-start --target {target.name}"))
-    secret = str(target.get("mirrord_operator_license_secret"))
-    try:
-        client.CoreV1Api(api_client(target)).read_namespaced_secret(secret, str(target.get(
-            "metalmart_operator_namespace")))
-        present = True
-    except client.ApiException:
-        present = False
-    checks.append(Check("the licence is present", present or state.startswith("running"),
-                        f"Secret {secret}" + (" present" if present else " absent") + " (never shown)",
-                        "" if present else f"MIRRORD_LICENSE_KEY=… ./run fresh-start --target {target.name}, or "
-                                           "Ansible Vault"))
+    if version_check is not None:
+        checks.append(version_check)
+    # The operator's credential: the cloud API key (chart 3.179+) or the licence key, each in a Secret of its own.
+    core = client.CoreV1Api(api_client(target))
+    found = []
+    for secret in (str(target.get("mirrord_operator_cloud_api_key_secret")),
+                   str(target.get("mirrord_operator_license_secret"))):
+        try:
+            core.read_namespaced_secret(secret, str(target.get("metalmart_operator_namespace")))
+            found.append(secret)
+        except client.ApiException:
+            continue
+    checks.append(Check("the licence is present", bool(found) or state.startswith("running"),
+                        (f"Secret {' and '.join(found)} present" if found else "no credential Secret") +
+                        " (never shown)",
+                        "" if found else f"MIRRORD_CLOUD_API_KEY=… ./run fresh-start --target {target.name} (or "
+                                         "MIRRORD_LICENSE_KEY, or Ansible Vault)"))
     return checks
+
+
+def _operator_version(target: Target) -> Check | None:
+    """The operator's version (its image's tag) against what the demo needs of it; None when no operator runs."""
+    from demokit.portforward import api_client
+
+    image = cluster.operator_image(target, api_client(target))
+    have = mirrordcfg.version(image.rsplit(":", 1)[-1]) if image else None
+    if image is None:
+        return None
+    name = "the mirrord operator's version"
+    if have is None:
+        return Check(name, True, f"image {image}: no version in its tag, not checked", blocking=False)
+    needs = mirrordcfg.OPERATOR_NEEDS + (
+        mirrordcfg.OPERATOR_NEEDS_MANAGED if target.get("metalmart_kafka_mode") == "managed" else ())
+    short = mirrordcfg.short_of(have, needs)
+    if not short:
+        return Check(name, True, f"{'.'.join(map(str, have))} (what the demo needs of it)")
+    newest = short[-1][0]
+    gaps = "; ".join(f"{what} needs {low}+" for low, what in short)
+    return Check(name, False, f"{'.'.join(map(str, have))}; {gaps}",
+                 f"set mirrord_operator_chart_version to {newest} or later in {target.path}/group_vars/all.yml and "
+                 f"./run fresh-start --target {target.name} (an operator someone else installed: ask its owner)")
 
 
 def _mirrord_cli() -> Check:
@@ -249,8 +289,18 @@ def _mirrord_cli() -> Check:
         return Check("the mirrord CLI is installed", False, "no mirrord on PATH",
                      "install it: https://metalbear.co/mirrord/docs/overview/quick-start/", blocking=False)
     done = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30)
-    version = (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
-    return Check("the mirrord CLI is installed", done.returncode == 0, version, "", blocking=False)
+    said = (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
+    have = mirrordcfg.version(said)
+    if done.returncode != 0 or have is None:
+        return Check("the mirrord CLI is installed", False, f"`mirrord --version` said {said!r}",
+                     f"install it again: {mirrordcfg.CLI_UPGRADE}", blocking=False)
+    short = mirrordcfg.short_of(have, mirrordcfg.CLI_NEEDS)
+    if not short:
+        return Check("the mirrord CLI is installed", True, f"{said} (every beat of the demo)", blocking=False)
+    newest = short[-1][0]
+    return Check("the mirrord CLI is installed", False,
+                 f"{said}; " + "; ".join(f"{what} needs {low}+" for low, what in short),
+                 f"upgrade the mirrord CLI to {newest} or later: {mirrordcfg.CLI_UPGRADE}", blocking=False)
 
 
 def as_json(checks: list[Check]) -> list[dict[str, Any]]:

@@ -155,6 +155,7 @@ class LocalStack:
                 "PROCESSOR_CONCURRENCY": str(t.get("metalmart_processor_concurrency")),
                 "ORDER_REPUBLISH_AFTER_S": str(t.get("metalmart_republish_after_s")),
                 "METALMART_TARGET": t.name,
+                "KAFKA_SPLIT_TOPIC_FORMAT": str(t.get("metalmart_kafka_split_topic_format")),
                 # The local broker wants no login.
                 "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_SASL_USERNAME": "",
                 "KAFKA_SASL_PASSWORD": ""}

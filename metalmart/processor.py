@@ -22,6 +22,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
+from metalmart import splittopics
 from metalmart.orders import PIPELINE
 from metalmart.services import probe
 from metalmart.settings import ProcessorSettings, bind_host, debugger_attached
@@ -32,12 +33,12 @@ log = logging.getLogger("metalmart.processor")
 STEPS = ("processing", "confirmed", "shipped")
 
 
-def processor_source(topic: str) -> str:
+def processor_source(topic: str, fmt: str = splittopics.DEFAULT) -> str:
     """Who is processing, told by the topic name. The mirrord operator feeds a developer's local process from
-    `mirrord-tmp-<id>-<topic>` and the cluster's workload from `mirrord-tmp-<id>-fallback-<topic>`."""
-    if "mirrord-tmp" in topic and "-fallback-" not in topic:
-        return "mirrord-kafka"
-    return "cluster"
+    `mirrord-tmp-<id>-<topic>` and the cluster's workload from `mirrord-tmp-<id>-fallback-<topic>` (by default; the
+    format is the operator's setting, metalmart.splittopics)."""
+    split = splittopics.parse(topic, None, fmt)
+    return "mirrord-kafka" if split is not None and not split[1] else "cluster"
 
 
 class TransientError(Exception):
@@ -378,7 +379,8 @@ class OrderProcessor:
     # ---- Order side -------------------------------------------------------------------------------------------
 
     async def ship(self, order_id: str, topic: str) -> None:
-        headers = {"X-Processor-Source": processor_source(topic), "X-Kafka-Topic": topic}
+        headers = {"X-Processor-Source": processor_source(topic, self.settings.split_topic_format),
+                   "X-Kafka-Topic": topic}
         current = await self._call("GET", order_id, headers)
         if current not in PIPELINE:
             raise GiveUp(f"order is {current}; nothing to do")

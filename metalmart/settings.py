@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from metalmart import splittopics
 from metalmart.services import by_command, local_url
 
 
@@ -126,8 +127,14 @@ class ProcessorSettings:
         "KAFKA_MAX_POLL_INTERVAL_MS", DEBUGGED_MAX_POLL_INTERVAL_MS if debugger_attached() else MAX_POLL_INTERVAL_MS,
         1000))
     health_port: int = field(default_factory=lambda: env_int("PORT", by_command("processor").port, 0))
+    # The mirrord operator's temporary-topic names (its kafkaSplittingTopicFormat): who processes, told by the topic.
+    split_topic_format: str = field(default_factory=lambda: env_str("KAFKA_SPLIT_TOPIC_FORMAT", "") or
+                                    splittopics.DEFAULT)
 
     def __post_init__(self) -> None:
+        if splittopics.problem(self.split_topic_format):
+            raise SettingsError(f"KAFKA_SPLIT_TOPIC_FORMAT: {splittopics.problem(self.split_topic_format)}; e.g. "
+                                f"{splittopics.DEFAULT}")
         if self.max_poll_interval_ms < self.session_timeout_ms:
             raise SettingsError(f"KAFKA_MAX_POLL_INTERVAL_MS={self.max_poll_interval_ms} is below the session timeout "
                                 f"(KAFKA_SESSION_TIMEOUT_MS={self.session_timeout_ms}); set it to at least that")

@@ -189,11 +189,43 @@ def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control
         assert doctor[check]["ok"], doctor[check]
         assert not after[check]["ok"], after[check]
     assert LICENCE not in json.dumps(doctor)
+    version = doctor["the mirrord operator's version"]
+    assert version["ok"] and version["detail"].startswith("3.187.0"), version
     assert config.returncode == 0 and (target.mirrord_dir / "alice.json").exists()
     assert drifted.returncode == 2 and drifted.stderr.strip().splitlines() == [
         "error: the target's splitting resources declare queue id(s) order-created, but the config would name "
         f"'orders-v2': set metalmart_queue_id in the inventory to match, or ./run fresh-start --target {target.name} "
         "to apply it"]
+
+
+@needs_chart
+def test_the_operator_installs_with_a_cloud_api_key_alone(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """The chart's default credential from 3.179: the key in a Secret of its own, named by cloud.apiKey.keyRef; the
+    key itself never in the release's values, a log or the output."""
+    key = "cloud-key-" + "9c1e" * 8
+    target = kube.make_target(control_plane, tmp_path)
+    try:
+        first = target.run("fresh-start", "--target", target.name, "--no-smoke", env={"MIRRORD_CLOUD_API_KEY": key})
+        operator = target.objects("apps/v1", "Deployment", "mirrord").get("mirrord-operator")
+        secrets = target.objects("v1", "Secret", "mirrord")
+        values = _helm(control_plane, "get", "values", "mirrord-operator", "-n", "mirrord", "-o", "yaml").stdout
+        doctor = {c["name"]: c for c in json.loads(target.run(
+            "doctor", "--target", target.name, "--json", "--config",
+            str(target.mirrord_dir / "order-processor.json"), check=False).stdout)["checks"]}
+    finally:
+        down = target.run("teardown", "--target", target.name, "--yes")
+    assert "installed by this project" in first.stdout
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["OPERATOR_CLOUD_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mirrord-cloud-api-key",
+                                                                           "key": "apiKey"}
+    assert "envFrom" not in container, "no licence key was given"
+    assert "mirrord-cloud-api-key" in secrets and "mirrord-license" not in secrets
+    assert yaml.safe_load(values)["cloud"] == {"apiKey": {"keyRef": "mirrord-cloud-api-key"}}
+    licence = doctor["the licence is present"]
+    assert licence["ok"] and "mirrord-cloud-api-key" in licence["detail"], licence
+    logs = "".join(p.read_text() for p in target.state.glob("*.log"))
+    assert key not in logs + values + first.stdout + first.stderr + down.stderr + json.dumps(doctor)
 
 
 @needs_chart

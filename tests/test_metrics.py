@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from demokit.kafka import ensure_topic
 from demokit.metrics import Collector, topic_role
-from demokit.probes import free_port
+from demokit.probes import free_port, until
 from tests.helpers import ROOT, RUN, Broker
 
 
@@ -149,3 +152,82 @@ def test_a_stable_group_without_members_is_shown_as_not_reported() -> None:
     assert "not reported" in shown("Stable", 0) and re.search(r"│\s+\?\s+│", shown("Stable", 0))
     assert "not reported" not in shown("Stable", 1) and "Stable" in shown("Stable", 1)
     assert "Empty" in shown("Empty", 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [("mm.order.created.ab12-", "mirrord-kafka"), ("mm.order.created.ab12-fallback-", "cluster"),
+     ("mirrord-tmp-ab12-order.created", "cluster"), ("order.created", "cluster")],
+)
+def test_the_processor_tells_a_session_by_the_operators_topic_format(name: str, source: str) -> None:
+    from metalmart.processor import processor_source
+
+    fmt = "mm.{{ORIGINAL_TOPIC}}.{{RANDOM}}{{FALLBACK}}"
+    assert processor_source(name, fmt) == source
+
+
+def test_a_temporary_topic_no_one_reads_is_reported_and_its_fix_deletes_only_it(tmp_path: Path) -> None:
+    """On `local` with Apache Kafka and the operator's topic format set in the inventory: the topics of a session
+    that runs (read by its consumer and the fallback's) and one a session left behind."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from tests.helpers import LocalTarget
+
+    target = LocalTarget(tmp_path, local_kafka="apache")
+    with (target.inventories / "local" / "group_vars" / "all.yml").open("a") as values:
+        values.write('metalmart_kafka_split_topic_format: !unsafe "mm-{{RANDOM}}{{FALLBACK}}{{ORIGINAL_TOPIC}}"\n')
+    try:
+        assert target.run("fresh-start", "--target", "local", timeout=300).returncode == 0
+        bootstrap = f"127.0.0.1:{target.ports['broker']}"
+        live, fallback, left = "mm-ab12cd-order.created", "mm-ab12cd-fallback-order.created", "mm-zz99-order.created"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for fut in admin.create_topics([NewTopic(t, 1, 1) for t in (live, fallback, left)]).values():
+            fut.result(30)
+        readers = []
+        for topic in (live, fallback):
+            reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reads-{topic}"})
+            reader.subscribe([topic])
+            readers.append(reader)
+
+        def assigned() -> None:
+            for reader in readers:
+                reader.poll(0.2)
+                assert reader.assignment(), "the session's consumers hold their topics"
+
+        until(assigned, 60, "the session's consumers assigned")
+        stop = threading.Event()
+
+        def keep_reading() -> None:  # as the session's consumers do: poll, or their group drops them
+            while not stop.is_set():
+                for reader in readers:
+                    reader.poll(0.2)
+
+        polling = threading.Thread(target=keep_reading)
+        polling.start()
+        try:
+            metrics = json.loads(target.run("metrics", "--target", "local", "--json").stdout)
+            roles = {t["name"]: t["role"] for t in metrics["topics"]}
+            assert roles == {"order.created": "original", live: "mirrord-local", fallback: "mirrord-fallback",
+                             left: "mirrord-local"}, roles
+            checks = {c["name"]: c for c in json.loads(target.run("doctor", "--target", "local", "--json").stdout)[
+                "checks"]}
+            check = checks["no leftover temporary topics"]
+            assert not check["ok"] and not check["blocking"] and left in check["detail"], check
+            assert live not in check["detail"] and fallback not in check["detail"]
+            fix = shlex.split(check["fix"])
+            assert fix[:2] == ["./run", "split-topics"], fix
+            done = target.run(*fix[1:])
+            assert done.returncode == 0 and f"deleted 1 unread temporary topic(s): {left}" in done.stderr, done.stderr
+            assert set(admin.list_topics(timeout=10).topics) >= {live, fallback} and \
+                left not in admin.list_topics(timeout=10).topics
+            after = {c["name"]: c for c in json.loads(target.run("doctor", "--target", "local", "--json").stdout)[
+                "checks"]}
+            assert after["no leftover temporary topics"]["ok"], after["no leftover temporary topics"]
+        finally:
+            stop.set()
+            polling.join()
+            for reader in readers:
+                reader.close()
+    finally:
+        target.run("teardown", "--target", "local", "--purge")

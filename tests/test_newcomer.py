@@ -244,3 +244,24 @@ def test_a_failing_port_forward_is_said_once_with_the_fix(monkeypatch: pytest.Mo
     assert len(lines) == 1, lines
     assert lines[0].startswith("port-forward to demo/order-0:8084 failed: ")
     assert lines[0].endswith(" → ./run status --target kubetest")
+
+
+@pytest.mark.parametrize(("says", "ok", "detail"), [
+    ("mirrord 3.250.0", True, "mirrord 3.250.0 (every beat of the demo)"),
+    ("mirrord 3.230.0", False, "mirrord 3.230.0; mirrord up, for sessions by key (the sixth beat) needs 3.245.0+"),
+    ("mirrord 3.200.1", False, "the splitting resources the demo applies (MirrordSplitConfig) needs 3.221.0+"),
+])
+def test_doctor_names_the_mirrord_cli_upgrade_each_beat_needs(tmp_path: Path, says: str, ok: bool,
+                                                               detail: str) -> None:
+    """A stand-in for the CLI's `--version` (no mirrord CLI can be installed offline: the README says so)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mirrord").write_text(f"#!/bin/sh\necho '{says}'\n")
+    (bin_dir / "mirrord").chmod(0o755)
+    target = LocalTarget(tmp_path)
+    target.env["PATH"] = f"{bin_dir}{os.pathsep}{target.env['PATH']}"
+    done = target.run("doctor", "--target", "local", "--json")
+    check = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "the mirrord CLI is installed")
+    assert check["ok"] is ok and detail in check["detail"] and not check["blocking"], check
+    if not ok:
+        assert check["fix"].startswith("upgrade the mirrord CLI to 3.245.0 or later"), check

@@ -15,9 +15,9 @@ from rich.table import Table
 
 from demokit import reach, targets
 from demokit.cli import task
-from demokit.errors import CONFLICT, UNREACHABLE, USAGE, UserError
+from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, USAGE, UserError
 from demokit.localstack import port_holder
-from demokit.metrics import Collector, rates
+from demokit.metrics import Collector, leftovers, rates
 from demokit.targets import ROOT
 from demokit.tasks.common import TARGET_HELP, emit_json, out, say, target_of
 
@@ -36,7 +36,8 @@ def _collector(target: targets.Target | None, bootstrap: str | None, order_url: 
         assert bootstrap is not None
         if ":" not in bootstrap:
             raise UserError(f"--bootstrap must be HOST:PORT (got {bootstrap!r})", USAGE)
-        yield Collector(bootstrap, topic, group, order_url or found.url("order"))
+        yield Collector(bootstrap, topic, group, order_url or found.url("order"),
+                        topic_format=str(target.get("metalmart_kafka_split_topic_format")))
 
 
 def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
@@ -190,4 +191,45 @@ def _exit_if_empty(snap: dict[str, Any]) -> None:
         say(f"warning: {what} unreachable ({why}); the other figures are shown")
 
 
-TASKS = {"metrics": metrics}
+@task(help={"target": TARGET_HELP, "delete_unread": "delete the temporary topics no consumer reads now",
+            "json": "print JSON only"})
+def split_topics(c: Context, target: str | None = None, delete_unread: bool = False, json: bool = False) -> None:
+    """List the mirrord operator's temporary topics of the order topic, and who reads each; delete the unread ones."""
+    resolved = target_of(c, target)
+    with _collector(resolved, None, None) as collector:
+        snap = collector.snapshot()
+        if "broker" in snap["errors"]:
+            raise UserError(f"the broker does not answer: {snap['errors']['broker']}; ./run status --target "
+                            f"{resolved.name}", NOT_READY)
+        reading = {t: g["group"] for g in snap["consumer_groups"] for t in g.get("reading", [])}
+        split = [t for t in snap["topics"] if t["role"] != "original"]
+        unread = leftovers(snap)
+        deleted: list[str] = []
+        if delete_unread and unread:
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": collector.bootstrap, "log_level": 0})
+            for name, fut in admin.delete_topics(unread, operation_timeout=30).items():
+                fut.result()
+                deleted.append(name)
+    if json:
+        emit_json({"target": resolved.name, "topics": [{"name": t["name"], "role": t["role"],
+                                                        "read_by": reading.get(t["name"])} for t in split],
+                   "unread": unread, "deleted": deleted})
+        return
+    if not split:
+        say(f"no temporary topics of {collector.topic} on target {resolved.name}; nothing to do")
+        return
+    table = Table(title=f"the operator's temporary topics of {collector.topic}")
+    for col in ("topic", "role", "read by"):
+        table.add_column(col)
+    for t in split:
+        table.add_row(t["name"], t["role"], reading.get(t["name"], "no one"))
+    out.print(table)
+    if deleted:
+        say(f"deleted {len(deleted)} unread temporary topic(s): {', '.join(deleted)}")
+    elif unread:
+        say(f"{len(unread)} no one reads: ./run split-topics --target {resolved.name} --delete-unread deletes them")
+
+
+TASKS = {"metrics": metrics, "split-topics": split_topics}

@@ -79,7 +79,7 @@ def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) 
         else f"kubectl --namespace {ns} port-forward svc/{front.name} {front.port}:{front.port}"
     operator = summary.get("operator") or cluster.operator_state(target, portforward.api_client(target))
     if operator == "not installed":
-        operator += ": no licence (MIRRORD_LICENSE_KEY or Ansible Vault)" if not (
+        operator += f": no licence ({cluster.CREDENTIALS})" if not (
             cluster.licence_given() or cluster.has_vault_licence(target)) else ""
     out.print()
     out.print(f"[bold]Storefront[/bold]  {url}")
