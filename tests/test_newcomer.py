@@ -225,7 +225,7 @@ def test_a_failing_port_forward_is_said_once_with_the_fix(monkeypatch: pytest.Mo
     from demokit import portforward
     from demokit.probes import free_port
 
-    monkeypatch.setattr(portforward, "ready_pod", lambda _api, _ns, app, _fix: f"{app}-0")
+    monkeypatch.setattr(portforward, "ready_pod", lambda _api, _ns, app, _fix, _start="": f"{app}-0")
     dead = f"http://127.0.0.1:{free_port()}"  # no API server there: every upgrade is refused
     config = types.SimpleNamespace(host=dead, refresh_api_key_hook=None, get_api_key_with_prefix=lambda _k: None,
                                    verify_ssl=False, ssl_ca_cert=None, cert_file=None, key_file=None,

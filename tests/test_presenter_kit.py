@@ -144,7 +144,7 @@ def test_doctor_fails_each_check_when_its_cause_is_staged_and_passes_when_fixed(
     code, checks = _doctor(stack, env=with_cli)
     assert code == 0, checks
     assert all(c["ok"] for n, c in checks.items() if n != "orders are arriving now"), checks
-    assert checks["the mirrord CLI is installed"]["detail"] == "mirrord 3.250.0"
+    assert checks["the mirrord CLI is installed"]["detail"] == "mirrord 3.250.0 (every beat of the demo)"
     code, checks = _doctor(stack, env={"PATH": stack.env["PATH"]})
     assert not checks["the mirrord CLI is installed"]["ok"] and code == 0, "not blocking"
 
