@@ -16,6 +16,15 @@ if Path(sys.prefix).resolve() != (_ROOT / ".venv").resolve():
     sys.stdout.flush()
     os.execv(str(_ROOT / "run"), [str(_ROOT / "run"), *sys.argv[1:]])
 
-from demokit.tasks import ns  # noqa: E402  (only in the project's environment)
+# The composition root, above everything it gathers: the project's tasks, and the benchmarks' (which import the
+# project; the project never imports them).
+from benchmarks.tasks import ns as _bench  # noqa: E402  (only in the project's environment)
+from demokit.tasks import ns  # noqa: E402
 
+ns.add_collection(_bench, "bench")
 __all__ = ["ns"]
+
+if __name__ == "__main__":  # ./run
+    from demokit.cli import main
+
+    main(ns)

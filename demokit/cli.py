@@ -12,65 +12,13 @@ from __future__ import annotations
 
 import atexit
 import gc
-import re
 import sys
-import typing
 from typing import Any
 
 import invoke
-from invoke import Argument, Exit, ParseError, UnexpectedExit
+from invoke import Exit, ParseError, UnexpectedExit
 
 from demokit.errors import INTERRUPTED, USAGE, UserError, debugging
-
-EXAMPLES = {int: "10", float: "2.5", str: "VALUE"}
-
-
-class CheckedArgument(Argument):
-    """An option whose bad value is a ParseError naming the option and an example, not a ValueError."""
-
-    def set_value(self, value: Any, cast: bool = True) -> None:
-        try:
-            super().set_value(value, cast)
-        except (ValueError, TypeError):
-            name = max(self.names, key=len).replace("_", "-")
-            kind = {int: "a whole number", float: "a number"}.get(self.kind, self.kind.__name__)
-            given = re.search(r"e\.g\. (\S+?)[,;)]?(\s|$)", self.help or "")
-            example = given.group(1) if given else EXAMPLES.get(self.kind, "VALUE") if self.default in (
-                None, "", False) else f"{self.default:g}" if isinstance(self.default, float) else self.default
-            raise ParseError(f"--{name} takes {kind} (got {value!r}); e.g. --{name} {example}") from None
-
-
-class Task(invoke.Task):
-    optional_positional: str | None = None
-
-    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        """Invoke's arguments, checked; an option declared `x: float | None = None` takes a number (Invoke alone
-        would take its kind from the default and parse it as a string)."""
-        arguments = super().get_arguments(ignore_unknown_help)
-        hints = typing.get_type_hints(self.body)
-        for arg in arguments:
-            arg.__class__ = CheckedArgument
-            hint = hints.get(arg.name)
-            if arg.default is None and hint is not None:
-                kinds = [k for k in typing.get_args(hint) if k in (int, float)]
-                if kinds:
-                    arg.kind = kinds[0]
-        return arguments
-
-
-def task(*args: Any, optional_positional: str | None = None, **kwargs: Any) -> Any:
-    """`invoke.task` making this module's Task. `optional_positional` names an option that may also be given as a
-    bare word right after the task's name (`./run demo-mode on`); Invoke's own positional arguments are required."""
-    made = invoke.task(*args, klass=Task, **kwargs)
-    if optional_positional is None:
-        return made
-
-    def with_positional(body: Any) -> Task:
-        result = made(body)
-        result.optional_positional = optional_positional
-        return result
-
-    return with_positional
 
 
 class Executor(invoke.Executor):
@@ -151,12 +99,8 @@ def _exit_without_final_collection() -> None:
     gc.freeze()
 
 
-def main() -> None:
-    from demokit.tasks import ns
-
+def main(namespace: invoke.Collection) -> None:
+    """Run the command line over `namespace`, the project's tasks as tasks.py gathers them (`./run` runs it)."""
     atexit.register(_exit_without_final_collection)
-    Program(namespace=ns, executor_class=Executor, name="MetalMart demo", binary="./run", version="0.1.0").run()
-
-
-if __name__ == "__main__":
-    main()
+    Program(namespace=namespace, executor_class=Executor, name="MetalMart demo", binary="./run",
+            version="0.1.0").run()

@@ -30,7 +30,7 @@ from metalmart import db as dbmod
 
 ROOT = Path(__file__).resolve().parents[1]
 # ./run without the venv bootstrap: the project's command line (demokit.cli) in this Python.
-RUN = [sys.executable, "-m", "demokit.cli"]
+RUN = [sys.executable, str(ROOT / "tasks.py")]
 
 
 class Proc:

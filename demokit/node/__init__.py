@@ -310,7 +310,7 @@ state = "{d / 'containerd-state'}"
             self._until(lambda: self.crictl("info", timeout=10), 30, "containerd")
             from demokit.node import images
 
-            images.ensure_pause(self, say)
+            images.ensure_pause(self, say, PAUSE_IMAGE)
             images.ensure_services(self, say)
             sup.start(["kubelet", "kube-proxy", "coredns"])
             self._until(lambda: self._ready(plane, ports), 60, f"node {NAME} Ready, DNS answering")

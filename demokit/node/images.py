@@ -25,15 +25,19 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from demokit import kubebuild
 from demokit.errors import NOT_READY, UserError
 from demokit.images import standin
 from demokit.kafka import apache
 
-if TYPE_CHECKING:
-    from demokit.node import Node
+
+class Node(Protocol):
+    """What these steps need of a real node (demokit.node.Node): its containerd's `ctr`."""
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]: ...
+
 
 Say = Callable[[str], None]
 FILES = Path(__file__).with_name("files")
@@ -68,10 +72,9 @@ def _from_storage(node: Node, storage: standin.Storage, ref: str) -> None:
 
 # ---- pause ----------------------------------------------------------------------------------------------------------
 
-def ensure_pause(node: Node, say: Say) -> None:
-    from demokit.node import PAUSE_IMAGE
-
-    if has(node, PAUSE_IMAGE):
+def ensure_pause(node: Node, say: Say, image: str) -> None:
+    """The sandbox image `image` (the node's containerd names it), built here when the node does not hold it."""
+    if has(node, image):
         return
     say("node: building the sandbox (pause) image")
     go = kubebuild.go_command(say)
@@ -85,7 +88,7 @@ def ensure_pause(node: Node, say: Say) -> None:
         if done.returncode != 0:
             raise UserError(f"building the pause image failed: {done.stderr.strip()[-300:]}", NOT_READY)
         archive = work / "pause.tar"
-        docker_archive(archive, PAUSE_IMAGE, {"pause": (work / "pause").read_bytes()}, ["/pause"])
+        docker_archive(archive, image, {"pause": (work / "pause").read_bytes()}, ["/pause"])
         _import(node, archive)
 
 

@@ -1,14 +1,14 @@
-"""The task namespace: one module per domain, gathered into an explicit root collection."""
+"""The task namespace: one module per domain, gathered into an explicit root collection (tasks.py adds the
+benchmarks' collection, which imports the project and is never imported by it)."""
 
 from invoke import Collection
 
-from demokit.tasks import bench, dev, doctor, kube, load, metrics, region, render, stack
+from demokit.tasks import dev, doctor, kube, load, metrics, region, render, stack
 
 ns = Collection()
 for module in (dev, doctor, kube, load, metrics, region, render, stack):
     for name, task in module.TASKS.items():
         ns.add_task(task, name)
-ns.add_collection(bench.ns)
 # Invoke's own configuration carries the project's settings: defaults here < invoke.yaml < INVOKE_METALMART_*
 # in the environment < flags.
 ns.configure({"run": {"echo": False, "pty": False},

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from invoke import Context
 
-from demokit.cli import task
 from demokit.errors import USAGE, UserError
+from demokit.taskdef import task
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,7 +22,7 @@ def _tool(name: str) -> str:
 
 @task(help={"fix": "let ruff fix what it can"})
 def lint(c: Context, fix: bool = False) -> None:
-    """Lint Python (ruff), YAML (yamllint), Ansible (ansible-lint) and the Dockerfile (hadolint)."""
+    """Lint Python (ruff), YAML (yamllint), Ansible (ansible-lint), the Dockerfile (hadolint) and the import layers."""
     with c.cd(str(ROOT)):
         c.run(f"{_tool('ruff')} check {'--fix ' if fix else ''}.")
         c.run(f"{_tool('yamllint')} --strict .")
@@ -30,6 +30,7 @@ def lint(c: Context, fix: bool = False) -> None:
             # With .venv/bin first on PATH, ansible-lint finds the pinned ansible, and says nothing about PATH.
             c.run(f"{_tool('ansible-lint')} --offline", env={"PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
         c.run(f"{_tool('hadolint')} Dockerfile")
+        c.run(f"{_tool('lint-imports')}")  # the layers of the code: pyproject.toml, [tool.importlinter]
 
 
 @task(

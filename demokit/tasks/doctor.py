@@ -6,9 +6,9 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
-from demokit.cli import task
 from demokit.errors import NOT_READY
 from demokit.targets import ROOT
+from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, emit_json, out, target_of
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from invoke import Context
 
 from demokit import controlplane, kubebuild, node
-from demokit.cli import task
 from demokit.errors import USAGE, UserError
 from demokit.targets import ROOT
+from demokit.taskdef import task
 from demokit.tasks.common import emit_json, out, say
 
 ACTIONS = ("start", "stop", "status", "env")

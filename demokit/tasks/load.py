@@ -17,8 +17,8 @@ from rich.live import Live
 from rich.table import Table
 
 from demokit import mirrordcfg, reach, targets
-from demokit.cli import task
 from demokit.errors import INTERRUPTED, USAGE, UserError
+from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, err, out, say, target_of
 from metalmart.loadconfig import OPTIONS, LoadConfig
 

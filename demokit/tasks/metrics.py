@@ -14,11 +14,11 @@ from rich.live import Live
 from rich.table import Table
 
 from demokit import reach, targets
-from demokit.cli import task
 from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, USAGE, UserError
 from demokit.localstack import port_holder
 from demokit.metrics import Collector, leftovers, rates
 from demokit.targets import ROOT
+from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, emit_json, out, say, target_of
 
 

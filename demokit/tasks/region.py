@@ -5,9 +5,9 @@ from __future__ import annotations
 from invoke import Context
 
 from demokit import cluster, images, registry, targets
-from demokit.cli import task
 from demokit.errors import NOT_READY, USAGE, UserError
 from demokit.region import Lease, guard
+from demokit.taskdef import task
 from demokit.tasks.common import say
 
 

@@ -10,9 +10,9 @@ from invoke import Context
 
 from demokit import cluster, mirrordcfg
 from demokit import render as renderer
-from demokit.cli import task
 from demokit.errors import USAGE, UserError
 from demokit.targets import ROOT, Target
+from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, cluster_target_of, say, target_of
 
 

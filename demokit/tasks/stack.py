@@ -9,11 +9,11 @@ from invoke import Context
 from rich.table import Table
 
 from demokit import cluster, demomode, images, portforward, targets
-from demokit.cli import task
 from demokit.errors import NOT_READY, USAGE, UserError
 from demokit.kafka import describe
 from demokit.localstack import LocalStack, names
 from demokit.targets import ROOT
+from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, cluster_target_of, emit_json, out, say, target_of
 from metalmart import services as table
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from invoke import Collection, Context
 
-from demokit.cli import task
 from demokit.errors import NOT_READY, USAGE, UserError
+from demokit.taskdef import task
 
 FAULTS = ("broker", "processor", "order", "catalogue", "database", "restart")
 
