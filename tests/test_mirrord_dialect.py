@@ -1,0 +1,36 @@
+"""What mirrord's CLI reads that Python's `re` reads differently, and the two forms of `feature.split_queues`: the
+checks here never refuse a filter mirrord takes, and say when they cannot tell what it matches."""
+
+from __future__ import annotations
+
+import pytest
+
+from demokit import mirrordcfg
+
+
+@pytest.mark.parametrize(("regex", "problem", "warning"), [
+    (r"^alice(\+.*)?@metalbear\.com$", "", ""),
+    (r"^(alice", "is not a valid regex", ""),
+    (r"^\p{L}+@metalbear\.com$", "", "mirrord's (Rust's) regex"),       # Rust reads it, Python refuses it
+    (r"^alice@metalbear\.com\z", "", "mirrord's (Rust's) regex"),
+    (r"^alice@metalbear\.com\Z", "", "before a trailing newline in fancy_regex"),
+    (r"^[[:alpha:]]+@metalbear\.com$", "", "POSIX class"),
+    (r"(?a)^\w+@metalbear\.com$", "", "Python's only"),
+])
+def test_the_filter_check_reads_mirrords_dialect(regex: str, problem: str, warning: str) -> None:
+    found = mirrordcfg.filter_problem(regex)
+    assert (problem in found) if problem else found == "", found
+    if not problem:
+        said = mirrordcfg.coverage_warning(regex)
+        assert (warning in said) if warning else "cannot tell" not in said, said
+
+
+def test_both_forms_of_split_queues_name_the_same_queue() -> None:
+    as_map = {"feature": {"split_queues": {"order-created": {"queue_type": "Kafka",
+                                                             "message_filter": {"customer_email": "^a@b\\.c$"}}}}}
+    as_list = {"feature": {"split_queues": [{"queue_id": "order-created", "queue_type": "Kafka",
+                                             "message_filter": {"customer_email": "^a@b\\.c$"}}]}}
+    for form in (as_map, as_list):
+        [(queue, entry)] = mirrordcfg.split_entries(form)
+        assert queue == "order-created" and entry["message_filter"] == {"customer_email": "^a@b\\.c$"}, form
+    assert mirrordcfg.split_entries({"feature": {}}) == []
