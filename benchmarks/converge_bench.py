@@ -20,8 +20,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from demokit import cluster, targets
+from demokit import targets
 from demokit.errors import NOT_READY, UserError
+from demokit.kube import cluster
 from demokit.targets import ROOT
 
 GOAL_SECONDS = 5.0

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from demokit import probes, targets
-from demokit.localstack import LocalStack, names
+from demokit.local.localstack import LocalStack, names
 from metalmart import services as table
 from metalmart.loadgen import LoadConfig, LoadRun, fetch_products
 from tests.helpers import Postgres, inventory, sql

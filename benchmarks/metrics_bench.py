@@ -9,7 +9,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from rich.console import Console
 
-from demokit.metrics import Collector
+from demokit.observe.metrics import Collector
 
 
 def bare(bootstrap: str, topic: str, group: str) -> float:

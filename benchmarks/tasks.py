@@ -40,7 +40,7 @@ def metrics(c: Context, target: str = "local", rounds: int = 20) -> None:
     """One metrics snapshot against the running stack, as a ratio to the bare AdminClient calls it makes."""
     from benchmarks.metrics_bench import main
     from demokit import targets
-    from demokit.localstack import LocalStack
+    from demokit.local.localstack import LocalStack
     from metalmart import services as table
 
     stack = LocalStack(targets.load(target, c.config.metalmart.inventories))

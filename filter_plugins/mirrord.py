@@ -3,7 +3,7 @@ mirrord CLI would refuse in a filter) and `mirrord_user_filter` (a person's filt
 
 from __future__ import annotations
 
-from demokit.mirrordcfg import filter_problem, user_filter
+from demokit.config.mirrordcfg import filter_problem, user_filter
 
 
 class FilterModule:

@@ -15,7 +15,7 @@ command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jr
 for tool in buildah podman runc debootstrap; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
-# The real node beside the test control plane's kwok nodes (demokit/node): containerd with runc, the standard CNI
+# The real node beside the test control plane's kwok nodes (demokit/kube/node): containerd with runc, the standard CNI
 # plugins, iptables and conntrack for kube-proxy.
 command -v containerd >/dev/null || missing+=(containerd)
 [ -e /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)

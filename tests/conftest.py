@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from demokit import render, targets
-from demokit.controlplane import ControlPlane
+from demokit import targets
+from demokit.config import render
+from demokit.kube.controlplane import ControlPlane
 from demokit.probes import free_port, http_ok, until
 from tests import kube
 from tests.helpers import (

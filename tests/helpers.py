@@ -23,8 +23,8 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer, TopicPartition
 
-from demokit import localstack
 from demokit.kafka import ensure_topic, tansu_command
+from demokit.local import localstack
 from demokit.probes import free_port, holds, http_ok, port_open, until, wait_broker
 from metalmart import db as dbmod
 

@@ -1,4 +1,4 @@
-"""Cluster targets against the real control plane of `demokit.controlplane` (etcd, kube-apiserver, controllers,
+"""Cluster targets against the real control plane of `demokit.kube.controlplane` (etcd, kube-apiserver, controllers,
 scheduler, kwok nodes) on 127.0.0.1, with waits on.
 
 Each target gets its own namespace and an inventory under a temporary folder, and reaches the API server through a
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from demokit import probes
-from demokit.controlplane import ControlPlane
+from demokit.kube.controlplane import ControlPlane
 from tests.helpers import ROOT, RUN
 
 SHARED_MIRRORD = ROOT.parent / "shared" / "mirrord"  # mirrord's schemas, CRDs and chart (tests skip without)

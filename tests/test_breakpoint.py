@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from demokit import targets
-from demokit.localstack import LocalStack
+from demokit.local.localstack import LocalStack
 from demokit.probes import free_port, holds, http_ok, until
 from metalmart import services as table
 from tests.dap import Dap

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from invoke import Collection
 
-from demokit.tasks import ns
+from tasks import ns  # the whole command line: the project's tasks and the benchmarks'
 from tests.helpers import ROOT, RUN
 
 POSITIONAL = {"cluster": ["status"]}

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from demokit import portforward, targets
-from demokit.controlplane import ControlPlane, cri_line
+from demokit import targets
 from demokit.kafka import ensure_topic
+from demokit.kube import portforward
+from demokit.kube.controlplane import ControlPlane, cri_line
 from demokit.probes import free_port, http_ok
 from tests import kube
 from tests.conftest import Converged, PodBackend

@@ -146,7 +146,7 @@ def test_the_local_target_on_apache_kafka(tmp_path: Path) -> None:
         # The processor's group committed beyond the topic's end (what a topic deleted and created again leaves).
         from confluent_kafka import Consumer, TopicPartition
 
-        from demokit.supervise import Supervisor
+        from demokit.local.supervise import Supervisor
 
         Supervisor(target.state).rpc().supervisor.stopProcess("order-processor", True)
         group = Consumer({"bootstrap.servers": f"127.0.0.1:{target.ports['broker']}", "group.id": "order-processor",

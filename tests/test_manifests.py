@@ -131,7 +131,7 @@ def test_render_refuses_the_local_target_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_the_in_cluster_load_job_validates_and_never_retries(version: str) -> None:
-    from demokit import incluster
+    from demokit.kube import incluster
     from metalmart.loadgen import LoadConfig
 
     job = incluster.job_manifest(targets.load("minikube"), LoadConfig(20, 120, "http://x", email_user="alice"))

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from demokit.kafka import ensure_topic
-from demokit.metrics import Collector, topic_role
+from demokit.observe.metrics import Collector, topic_role
 from demokit.probes import free_port, until
 from tests.helpers import ROOT, RUN, Broker
 

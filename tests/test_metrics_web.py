@@ -22,8 +22,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from demokit.kafka import ensure_topic
+from demokit.local.supervise import Supervisor
 from demokit.probes import free_port, holds, http_ok, until
-from demokit.supervise import Supervisor
 from tests.helpers import ROOT, RUN, LocalTarget, order_body, request, service
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

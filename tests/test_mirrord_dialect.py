@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from demokit import mirrordcfg
+from demokit.config import mirrordcfg
 
 
 @pytest.mark.parametrize(("regex", "problem", "warning"), [

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from demokit import targets
-from demokit.localstack import LocalStack
+from demokit.local.localstack import LocalStack
 from demokit.probes import holds, http_ok, until
 from tests.helpers import ROOT, RUN, LocalTarget, inventory, post_orders, request
 
@@ -199,7 +199,7 @@ def test_cluster_start_installs_what_the_real_node_lacks_in_one_line(tmp_path: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """As root on Debian, the node's missing packages come from Debian's packages, said first in one line (apt-get
     stands in here: this machine has them all)."""
-    from demokit import node
+    from demokit.kube import node
 
     calls = tmp_path / "calls"
     bin_dir = tmp_path / "bin"
@@ -222,7 +222,7 @@ def test_a_failing_port_forward_is_said_once_with_the_fix(monkeypatch: pytest.Mo
     import socket
     import types
 
-    from demokit import portforward
+    from demokit.kube import portforward
     from demokit.probes import free_port
 
     monkeypatch.setattr(portforward, "ready_pod", lambda _api, _ns, app, _fix, _start="": f"{app}-0")

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from demokit import incluster, targets
-from demokit.controlplane import ControlPlane
+from demokit import targets
+from demokit.kube import incluster
+from demokit.kube.controlplane import ControlPlane
 from metalmart.loadgen import LoadConfig
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")

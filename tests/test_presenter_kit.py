@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from demokit import mirrordcfg
+from demokit.config import mirrordcfg
 from demokit.probes import until
 from metalmart import services as table
 from metalmart.loadgen import OPTIONS
@@ -240,7 +240,7 @@ def _record_at(bootstrap: str, topic: str, partition: int, offset: int) -> bool:
 
 
 def _rpc(stack: LocalTarget) -> Any:
-    from demokit.supervise import Supervisor
+    from demokit.local.supervise import Supervisor
 
     return Supervisor(stack.state).rpc()
 

@@ -1,6 +1,7 @@
-"""The whole demo on real pods: a real node (containerd, runc, kubelet, kube-proxy, CoreDNS; demokit.node) joined to
-the session's control plane, the app image built from our Dockerfile and stand-in Kafka and PostgreSQL images made
-here. One node and one converge serve the module; its last test stops the node and finds nothing left behind.
+"""The whole demo on real pods: a real node (containerd, runc, kubelet, kube-proxy, CoreDNS; demokit.kube.node)
+joined to the session's control plane, the app image built from our Dockerfile and stand-in Kafka and PostgreSQL
+images made here. One node and one converge serve the module; its last test stops the node and finds nothing left
+behind.
 
 Skipped, with the reason, where a node cannot run (not Linux, not root, a package missing)."""
 
@@ -18,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from demokit import node as realnode
-from demokit.controlplane import ControlPlane
-from demokit.probes import http_ok, until
+from demokit.kube import node as realnode
+from demokit.kube.controlplane import ControlPlane
+from demokit.probes import holds, http_ok, until
 from tests import kube
 from tests.helpers import shipping_seconds
 
@@ -240,6 +241,29 @@ def test_kafka_and_processor_pods_deleted_mid_load_lose_nothing_and_ship_nothing
                         "GROUP BY h.order_id HAVING COUNT(*) > 1")
     assert twice == [], f"{len(twice)} orders shipped twice"
     assert polls > 100 and misses == [], f"the storefront missed {len(misses)} of {polls} polls: {misses[:3]}"
+
+
+def test_a_service_down_is_one_line_in_metrics_and_doctor_and_the_fix_they_print_brings_it_back(
+        demo: kube.ClusterTarget) -> None:
+    from kubernetes import client
+
+    apps = client.AppsV1Api(demo.api())
+    apps.patch_namespaced_deployment_scale("order", demo.namespace, {"spec": {"replicas": 0}})
+    until(lambda: holds(not [p for p in _core(demo).list_namespaced_pod(
+        demo.namespace, label_selector="app.kubernetes.io/name=order").items]), 120, "the order pods gone")
+    metrics = demo.run("metrics", "--target", demo.name, check=False)
+    doctor = demo.run("doctor", "--target", demo.name, check=False)
+    assert metrics.returncode == 4 and metrics.stdout == "" and metrics.stderr.strip().splitlines() == [
+        f"error: no ready order pod in namespace {demo.namespace}; see ./run status --target {demo.name}"]
+    lines = doctor.stdout.strip().splitlines()
+    stack = [line for line in lines if "the stack answers" in line]
+    assert len(stack) == 1 and stack[0].startswith("✗") and "order" in stack[0], lines
+    assert len(lines) == len(set(lines)) and "Traceback" not in doctor.stderr
+    fix = stack[0].split("→ ")[1].split(" (")[0]
+    assert fix == f"./run fresh-start --target {demo.name}", fix
+    demo.run(*fix.split()[1:])
+    assert demo.run("metrics", "--target", demo.name).returncode == 0
+    assert "✓ the stack answers" in demo.run("doctor", "--target", demo.name, check=False).stdout
 
 
 def test_teardown_leaves_no_pod_volume_or_namespace(demo: kube.ClusterTarget) -> None:

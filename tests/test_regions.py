@@ -26,9 +26,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from demokit import kubebuild, mirrordcfg, render, targets
-from demokit.controlplane import ControlPlane
+from demokit import targets
+from demokit.config import mirrordcfg, render
 from demokit.errors import UserError
+from demokit.kube import kubebuild
+from demokit.kube.controlplane import ControlPlane
 from demokit.probes import free_port, until
 from tests import kube
 from tests.conftest import PodBackend

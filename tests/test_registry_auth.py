@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from demokit import registry
 from demokit.errors import UNREACHABLE, UserError
+from demokit.kube import registry
 from tests.helpers import ROOT
 
 TOKEN = "t0ken-for-tests"

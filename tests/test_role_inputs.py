@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from demokit import render, targets
-from demokit.controlplane import ControlPlane
+from demokit import targets
+from demokit.config import render
+from demokit.kube.controlplane import ControlPlane
 from tests import kube
 from tests.helpers import ROOT
 

@@ -55,9 +55,9 @@ def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_
             if not fast:
                 # The real Kubernetes control plane the cluster tests run against: built once from pinned Go
                 # modules (about 6 minutes on 2 cores the first time), then cached under ~/.cache/metalmart/kube.
-                c.run(f"{shlex.quote(sys.executable)} -m demokit.kubebuild")
+                c.run(f"{shlex.quote(sys.executable)} -m demokit.kube.kubebuild")
                 # The real node's binaries and stand-in images (where one can run), built once and cached.
-                c.run(f"{shlex.quote(sys.executable)} -m demokit.node prepare")
+                c.run(f"{shlex.quote(sys.executable)} -m demokit.kube.node prepare")
                 # The arm64 stand-in base, where this machine emulates arm64: minutes under emulation, once.
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.images.standin prepare arm64")
         if not no_lint:

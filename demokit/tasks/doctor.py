@@ -17,7 +17,7 @@ from demokit.tasks.common import TARGET_HELP, emit_json, out, target_of
 def doctor(c: Context, target: str | None = None, json: bool = False,
            config: str = ".mirrord/order-processor.json") -> None:
     """Check everything the demo needs, one line each (✓, or ✗ with the fix); exit 4 when a blocking check fails."""
-    from demokit import doctor as checks_of
+    from demokit.observe import doctor as checks_of
 
     resolved = target_of(c, target)
     path = Path(config) if Path(config).is_absolute() else ROOT / config

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from invoke import Context
 
-from demokit import controlplane, kubebuild, node
 from demokit.errors import USAGE, UserError
+from demokit.kube import controlplane, kubebuild, node
 from demokit.targets import ROOT
 from demokit.taskdef import task
 from demokit.tasks.common import emit_json, out, say

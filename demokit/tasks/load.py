@@ -16,8 +16,10 @@ from invoke import Context
 from rich.live import Live
 from rich.table import Table
 
-from demokit import mirrordcfg, reach, targets
+from demokit import targets
+from demokit.config import mirrordcfg
 from demokit.errors import INTERRUPTED, USAGE, UserError
+from demokit.kube import reach
 from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, err, out, say, target_of
 from metalmart.loadconfig import OPTIONS, LoadConfig
@@ -190,7 +192,7 @@ def _in_cluster(c: Context, target_name: str | None, base_url: str | None, optio
             last[0] = event["elapsed_s"]
             say(f"{event['elapsed_s']:5.0f} s  scheduled {event['scheduled']}/{event['total']}  {_counts(event)}")
 
-    from demokit import incluster
+    from demokit.kube import incluster
 
     return incluster.run(target, options, show, say)
 

@@ -13,10 +13,11 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from demokit import reach, targets
+from demokit import targets
 from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, USAGE, UserError
-from demokit.localstack import port_holder
-from demokit.metrics import Collector, leftovers, rates
+from demokit.kube import reach
+from demokit.local.localstack import port_holder
+from demokit.observe.metrics import Collector, leftovers, rates
 from demokit.targets import ROOT
 from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, emit_json, out, say, target_of
@@ -140,7 +141,8 @@ def metrics(c: Context, target: str | None = None, bootstrap: str | None = None,
 
 
 def _web(collector: Collector, target: targets.Target | None, port: int) -> None:
-    from demokit import dashboard, demomode
+    from demokit.config import demomode
+    from demokit.observe import dashboard
 
     board = dashboard.Dashboard(
         collector, target.name if target else collector.bootstrap,

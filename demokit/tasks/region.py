@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from invoke import Context
 
-from demokit import cluster, images, registry, targets
+from demokit import images, targets
 from demokit.errors import NOT_READY, USAGE, UserError
-from demokit.region import Lease, guard
+from demokit.kube import cluster, registry
+from demokit.kube.region import Lease, guard
 from demokit.taskdef import task
 from demokit.tasks.common import say
 

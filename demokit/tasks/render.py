@@ -8,9 +8,10 @@ from pathlib import Path
 
 from invoke import Context
 
-from demokit import cluster, mirrordcfg
-from demokit import render as renderer
+from demokit.config import mirrordcfg
+from demokit.config import render as renderer
 from demokit.errors import USAGE, UserError
+from demokit.kube import cluster
 from demokit.targets import ROOT, Target
 from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, cluster_target_of, say, target_of

@@ -8,10 +8,12 @@ from pathlib import Path
 from invoke import Context
 from rich.table import Table
 
-from demokit import cluster, demomode, images, portforward, targets
+from demokit import images, targets
+from demokit.config import demomode
 from demokit.errors import NOT_READY, USAGE, UserError
 from demokit.kafka import describe
-from demokit.localstack import LocalStack, names
+from demokit.kube import cluster, portforward
+from demokit.local.localstack import LocalStack, names
 from demokit.targets import ROOT
 from demokit.taskdef import task
 from demokit.tasks.common import TARGET_HELP, cluster_target_of, emit_json, out, say, target_of
@@ -42,7 +44,7 @@ def _real_node_runs(target: targets.Target) -> None:
     """A target whose pods go to a real node (the test cluster's, `metalmart_app_node_dir`) is refused in one line,
     before anything is deployed, when that node does not run: kwok's nodes only pretend to run pods, so nothing
     would answer."""
-    from demokit import node
+    from demokit.kube import node
 
     named = str(target.get("metalmart_app_node_dir") or "")
     if not named:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from demokit.metrics import Collector
+from demokit.observe.metrics import Collector
 from metalmart import splittopics
 
 WINDOW_S = 300  # the time series cover the last five minutes

@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from demokit import cluster, demomode, mirrordcfg, probes, reach, targets
+from demokit import probes, targets
+from demokit.config import demomode, mirrordcfg
 from demokit.errors import UNREACHABLE, UserError
 from demokit.kafka import describe
-from demokit.metrics import Collector, leftovers, rates
+from demokit.kube import cluster, reach
+from demokit.observe.metrics import Collector, leftovers, rates
 from demokit.targets import Target
 
 SAMPLE_S = 2.0  # between the two metrics snapshots that tell whether the processor consumes and orders arrive
@@ -52,8 +54,10 @@ def run(target: Target, config: Path) -> list[Check]:
     except UserError as exc:
         # A cluster that does not answer is the one problem: the operator's checks would only say it again.
         unreachable = exc.code == UNREACHABLE
-        checks.append(Check("the stack answers", False, str(exc),
-                            "" if unreachable else f"./run fresh-start --target {target.name}"))
+        failed = Check("the stack answers", False, str(exc),
+                       "" if unreachable else f"./run fresh-start --target {target.name}")
+        # One line per check: a stack that looked ready but cannot be reached replaces its ✓.
+        checks = [c for c in checks if c.name != failed.name] + [failed]
     if target.kind != "local" and not unreachable:
         checks += _operator(target, config)
     checks.append(_mirrord_cli())
@@ -63,7 +67,7 @@ def run(target: Target, config: Path) -> list[Check]:
 def _workloads(target: Target) -> Check:
     fix = f"./run fresh-start --target {target.name}; ./run status --target {target.name}"
     if target.kind == "local":
-        from demokit.localstack import LocalStack
+        from demokit.local.localstack import LocalStack
 
         stack = LocalStack(target)
         health = stack.health()
@@ -72,7 +76,9 @@ def _workloads(target: Target) -> Check:
                   "; ".join(f"{k} {v}" for k, v in down.items()))
         return Check("the stack answers", not down, detail, fix if down else "")
     data = cluster.status(target)
-    down = [f"{w['name']} {w['ready']}/{w['replicas']}" for w in data["workloads"] if w["ready"] < w["replicas"]]
+    # A workload scaled to zero is down too (0 of 0 ready would read as ready).
+    down = [f"{w['name']} {w['ready']}/{w['replicas']}" + (" (scaled to zero)" if not w["replicas"] else "")
+            for w in data["workloads"] if w["ready"] < w["replicas"] or not w["replicas"]]
     if not data["workloads"]:
         return Check("the stack answers", False, f"nothing deployed in {data['namespace']}", fix)
     return Check("the stack answers", not down, f"every workload ready (broker: {describe(target)})" if not down
@@ -217,7 +223,7 @@ def _write_config(config: Path, target: str) -> str:
 def _operator(target: Target, config: Path) -> list[Check]:
     from kubernetes import client
 
-    from demokit.portforward import api_client
+    from demokit.kube.portforward import api_client
 
     state = cluster.operator_state(target, api_client(target))
     ready = re.search(r"(\d+)/\d+ ready", state)
@@ -260,7 +266,7 @@ def _operator(target: Target, config: Path) -> list[Check]:
 
 def _operator_version(target: Target) -> Check | None:
     """The operator's version (its image's tag) against what the demo needs of it; None when no operator runs."""
-    from demokit.portforward import api_client
+    from demokit.kube.portforward import api_client
 
     image = cluster.operator_image(target, api_client(target))
     have = mirrordcfg.version(image.rsplit(":", 1)[-1]) if image else None

@@ -1,5 +1,5 @@
 import sys
 
-from demokit.node import main
+from demokit.kube.node import main
 
 sys.exit(main(sys.argv[1:]))

@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from demokit import probes
 from demokit.errors import CONFLICT, NOT_READY, USAGE, UserError
 from demokit.kafka import apache, describe, ensure_topic, tansu_command
-from demokit.supervise import Program, Supervisor, tail
+from demokit.local.supervise import Program, Supervisor, tail
 from demokit.targets import Target
 from metalmart import services as table
 from metalmart.smoke import SmokeFailed, smoke

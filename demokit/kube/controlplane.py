@@ -1,7 +1,7 @@
 """A real Kubernetes control plane on 127.0.0.1, for the tests and for trying a cluster target by hand (`./run cluster
 start`): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (nodes without a kubelet: pods become
 Running and Ready by kwok's stages, Job pods complete), under a private supervisord, with certificates made for each
-run. Binaries come from `demokit.kubebuild` (built once from pinned Go modules).
+run. Binaries come from `demokit.kube.kubebuild` (built once from pinned Go modules).
 
 What a bare control plane lacks, and what stands in for it here:
 - storage: a default StorageClass with no provisioner, and hostPath PersistentVolumes that this module keeps
@@ -32,8 +32,9 @@ from typing import Any
 
 import yaml
 
-from demokit import kubebuild, node, probes
-from demokit.supervise import Program, Supervisor
+from demokit import probes
+from demokit.kube import kubebuild, node
+from demokit.local.supervise import Program, Supervisor
 from demokit.targets import CONTROL_PLANE_CONTEXT
 
 Say = Callable[[str], None]
@@ -206,7 +207,7 @@ class ControlPlane:
                 "--endpoint-reconciler-type", "none", "--allow-privileged=true",
                 # A real node's exec, logs and port-forward go to its address, never to its name looked up in DNS.
                 "--kubelet-preferred-address-types", "InternalIP,Hostname",
-                # Pods go to the kwok nodes unless their namespace asks for the real node (demokit.node).
+                # Pods go to the kwok nodes unless their namespace asks for the real node (demokit.kube.node).
                 "--enable-admission-plugins", "PodNodeSelector",
                 "--admission-control-config-file", str(d / "admission.yaml"),
                 "--enable-priority-and-fairness=false", "--v", "1"]),
@@ -226,7 +227,7 @@ class ControlPlane:
                 "--config", str(d / "kwok-stages.yaml"),
                 "--enable-crds", ",".join(_kind(plural) for plural in KWOK_CRDS)],
                 env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}),
-            Program("volumes", [sys.executable, "-m", "demokit.controlplane", "volumes", str(d), self.context]),
+            Program("volumes", [sys.executable, "-m", "demokit.kube.controlplane", "volumes", str(d), self.context]),
         ]
 
     # -- lifecycle --
@@ -478,7 +479,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["volumes"] and len(argv) == 3:
         keep_volumes(Path(argv[1]), argv[2])
         return 0
-    print("usage: python -m demokit.controlplane volumes DIR CONTEXT", file=sys.stderr)
+    print("usage: python -m demokit.kube.controlplane volumes DIR CONTEXT", file=sys.stderr)
     return 2
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from demokit import cluster
+from demokit.config.mirrordcfg import filter_problem
 from demokit.errors import USAGE, UserError
-from demokit.mirrordcfg import filter_problem
+from demokit.kube import cluster
 from demokit.targets import Target
 
 Say = Callable[[str], None]

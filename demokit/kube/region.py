@@ -39,7 +39,7 @@ class Identity:
 
 
 def _api(target: Target) -> Any:
-    from demokit.portforward import api_client
+    from demokit.kube.portforward import api_client
 
     return api_client(target)
 

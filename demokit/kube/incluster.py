@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
-from demokit import cluster, images, probes
-from demokit.cluster import PlaybookRun
+from demokit import images, probes
 from demokit.errors import NOT_READY, UserError
-from demokit.portforward import api_client
+from demokit.kube import cluster
+from demokit.kube.cluster import PlaybookRun
+from demokit.kube.portforward import api_client
 from demokit.targets import Target
 from metalmart.loadconfig import LoadConfig
 

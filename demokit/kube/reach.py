@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from demokit import portforward
-from demokit.localstack import LocalStack
+from demokit.kube import portforward
+from demokit.local.localstack import LocalStack
 from demokit.targets import Target
 from metalmart import services as table
 

@@ -41,7 +41,7 @@ def licence_given() -> bool:
 
 def tool_path() -> str:
     """PATH for Ansible: the user's, then (as a fallback) the pinned Helm 3 that `./run cluster start` builds."""
-    from demokit import kubebuild
+    from demokit.kube import kubebuild
 
     helm = kubebuild.binary("helm")
     extra = [str(helm.parent)] if helm.is_file() else []
@@ -110,7 +110,7 @@ def preflight(target: Target) -> None:
         problem = verify_order_problem(target)
         problems = [problem] if problem else []
     if not problems and target.kind == "minikube":
-        from demokit import minikube
+        from demokit.kube import minikube
 
         problem = minikube.problem(target)
         problems = [problem] if problem else []
@@ -238,7 +238,7 @@ def status(target: Target) -> dict[str, Any]:
     from kubernetes import client
     from urllib3.exceptions import HTTPError
 
-    from demokit.portforward import api_client
+    from demokit.kube.portforward import api_client
 
     api = api_client(target)
     ns = target.get("metalmart_namespace")
@@ -293,7 +293,7 @@ def queue_ids(target: Target) -> set[str]:
     from kubernetes import client
     from urllib3.exceptions import HTTPError
 
-    from demokit.portforward import api_client
+    from demokit.kube.portforward import api_client
 
     custom = client.CustomObjectsApi(api_client(target))
     ns = str(target.get("metalmart_namespace"))

@@ -27,14 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from demokit import kubebuild
 from demokit.errors import NOT_READY, UserError
 from demokit.images import standin
 from demokit.kafka import apache
+from demokit.kube import kubebuild
 
 
 class Node(Protocol):
-    """What these steps need of a real node (demokit.node.Node): its containerd's `ctr`."""
+    """What these steps need of a real node (demokit.kube.node.Node): its containerd's `ctr`."""
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]: ...
 

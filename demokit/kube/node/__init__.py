@@ -31,9 +31,10 @@ from typing import Any
 import psutil
 import yaml
 
-from demokit import kubebuild, probes
+from demokit import probes
 from demokit.errors import NOT_READY, UserError
-from demokit.supervise import Program, Supervisor
+from demokit.kube import kubebuild
+from demokit.local.supervise import Program, Supervisor
 
 Say = Callable[[str], None]
 NAME = "metalmart-node"
@@ -308,7 +309,7 @@ state = "{d / 'containerd-state'}"
         try:
             sup.start(["containerd"])
             self._until(lambda: self.crictl("info", timeout=10), 30, "containerd")
-            from demokit.node import images
+            from demokit.kube.node import images
 
             images.ensure_pause(self, say, PAUSE_IMAGE)
             images.ensure_services(self, say)
@@ -468,15 +469,16 @@ def prepare(say: Say) -> None:
     if why:
         say(f"no real node here ({why}): the tests that need one will be skipped")
         return
-    from demokit.node import images
+    from demokit.kube.node import images
 
     kubebuild.ensure(say, NODE_BINARIES)
     images.build_services(say)
 
 
 def main(argv: list[str]) -> int:
-    """`python -m demokit.node load DIR REF`: import REF (built in the image storage) into the node whose folder is DIR,
-    for the metalmart_app role; prints {"changed": bool}. `python -m demokit.node prepare`: build ahead."""
+    """`python -m demokit.kube.node load DIR REF`: import REF (built in the image storage) into the node whose folder
+    is DIR, for the metalmart_app role; prints {"changed": bool}. `python -m demokit.kube.node prepare`: build
+    ahead."""
     if argv == ["prepare"]:
         try:
             prepare(lambda m: print(f"node: {m}", file=sys.stderr, flush=True))
@@ -485,7 +487,7 @@ def main(argv: list[str]) -> int:
             return exc.code
         return 0
     if len(argv) == 3 and argv[0] == "load":
-        from demokit.node import images
+        from demokit.kube.node import images
 
         real = Node(Path(argv[1]).parent)
         if not real.running():  # the kwok node carries the demo's pods: they need no image
@@ -498,5 +500,5 @@ def main(argv: list[str]) -> int:
             return exc.code
         print(json.dumps({"changed": changed}))
         return 0
-    print("usage: python -m demokit.node load NODE_DIR IMAGE_REF | prepare", file=sys.stderr)
+    print("usage: python -m demokit.kube.node load NODE_DIR IMAGE_REF | prepare", file=sys.stderr)
     return 2

@@ -123,7 +123,7 @@ class Tunnel:
             self.listener.bind(("127.0.0.1", local_port))
         except OSError:
             self.listener.close()
-            from demokit.localstack import port_holder
+            from demokit.local.localstack import port_holder
 
             holder = port_holder(local_port) or "another process"
             raise UserError(f"port {local_port} on 127.0.0.1 is taken by {holder}; the {app} port-forward needs "

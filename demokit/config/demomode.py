@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from demokit import cluster
 from demokit.errors import NOT_READY, UNREACHABLE, UserError
-from demokit.localstack import LocalStack
+from demokit.kube import cluster
+from demokit.local.localstack import LocalStack
 from demokit.targets import Target
 from metalmart import services as table
 from metalmart.settings import DEMO_STEPS, NORMAL_STEPS
@@ -31,7 +31,7 @@ def _deployments(target: Target) -> dict[str, Any]:
     from kubernetes import client
     from urllib3.exceptions import HTTPError
 
-    from demokit.portforward import api_client
+    from demokit.kube.portforward import api_client
 
     apps = client.AppsV1Api(api_client(target))
     namespace = str(target.get("metalmart_namespace"))

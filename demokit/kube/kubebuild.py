@@ -58,7 +58,7 @@ COMPONENTS = (
     Component("registry", "github.com/distribution/distribution/v3", REGISTRY,
               "github.com/distribution/distribution/v3/cmd/registry"),
 )
-# The real node's host processes (demokit/node): built only where a node can run.
+# The real node's host processes (demokit/kube/node): built only where a node can run.
 NODE_COMPONENTS = (
     Component("kubelet", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kubelet"),
     Component("kube-proxy", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kube-proxy"),
@@ -193,7 +193,7 @@ def ensure(say: Say, names: tuple[str, ...] | None = None) -> dict[str, Path]:
 
 
 def main() -> int:
-    """`python -m demokit.kubebuild`: build what is missing (the test setup calls it)."""
+    """`python -m demokit.kube.kubebuild`: build what is missing (the test setup calls it)."""
     try:
         for name, path in ensure(lambda m: print(f"kube: {m}", file=sys.stderr, flush=True)).items():
             print(f"{name}: {path}")

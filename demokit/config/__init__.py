@@ -1,0 +1,1 @@
+"""What a target renders and switches: manifests, mirrord configs, DEMO_MODE."""

@@ -1,0 +1,1 @@
+"""The `local` target: the stack as local processes under supervisor."""

@@ -1,0 +1,1 @@
+"""What observes a running demo: metrics, the dashboard and doctor."""
