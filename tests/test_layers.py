@@ -69,3 +69,14 @@ def test_every_domain_of_the_automation_is_under_the_layer_contract() -> None:
     top = {p.stem if p.suffix == ".py" else p.name for p in (ROOT / "demokit").iterdir()
            if (p.suffix == ".py" or (p / "__init__.py").is_file()) and p.stem != "__init__"}
     assert {f"demokit.{m}" for m in top} - domains == {"demokit.cli", "demokit.tasks", "demokit.taskdef"}
+
+
+def test_no_two_folders_of_the_automation_import_each_other() -> None:
+    graph = grimp.build_graph("demokit", cache_dir=None)
+
+    def folder(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    edges = {(folder(m), folder(t)) for m in graph.modules for t in graph.find_modules_directly_imported_by(m)
+             if t.startswith("demokit") and folder(m) != folder(t)}
+    assert sorted((a, b) for a, b in edges if (b, a) in edges and a < b) == []
