@@ -169,7 +169,7 @@ def test_demo_mode_rolls_its_two_deployments_and_sets_how_long_an_order_takes(de
     assert slow >= 10.0, f"DEMO_MODE off: 2 s + 3 s + 5 s, took {slow:.2f} s"
     demo.run("demo-mode", "on", "--target", demo.name)
     fast = shipping_seconds(_service_url(demo, "order"))
-    assert fast < 1.0, f"DEMO_MODE on: 3 × 200 ms, took {fast:.2f} s"
+    assert fast * 5 < slow, f"DEMO_MODE on: 3 × 200 ms, took {fast:.2f} s, against {slow:.2f} s off"
 
 
 def test_doctor_passes_every_check_but_the_operators_which_name_the_missing_licence(demo: kube.ClusterTarget) -> None:
