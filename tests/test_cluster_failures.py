@@ -288,7 +288,8 @@ def test_the_operator_may_read_the_kafka_login_its_property_list_names_and_nothi
     try:
         for mode, values, secret in (
                 ("strimzi", {}, "metalmart-app"),
-                ("managed", {"metalmart_kafka_managed_bootstrap": "b1.example:9093"}, "kafka-credentials"),
+                ("managed", {"metalmart_kafka_managed_bootstrap": "b1.example:9093",
+                             "mirrord_operator_chart_version": "3.191.0"}, "kafka-credentials"),
                 ("in-cluster", {}, None)):
             namespace = f"rbac-{mode}"
             objects, _ = render_minikube(metalmart_kafka_mode=mode, metalmart_namespace=namespace, **values)

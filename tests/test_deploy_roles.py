@@ -54,7 +54,7 @@ def test_the_first_run_applies_and_verifies_and_the_second_changes_nothing(conve
     assert first["postgres"] == first["kafka"] == first["metalmart_app"] == first["seed"] == "changed"
     assert set(second.values()) == {"unchanged"}, second
     assert "(nothing changed)" in converged.second.stdout and "(nothing changed)" not in converged.first.stdout
-    assert "no mirrord licence" in converged.first.stderr, "the operator is skipped, said in one line"
+    assert "no mirrord credential" in converged.first.stderr, "the operator is skipped, said in one line"
     assert re.search(r"order ORD-\S+ shipped \(processed by cluster\)", converged.first.stderr), \
         "the verify step's smoke order ran in the order pod (kwok's exec) and shipped"
     assert re.search(r"order ORD-\S+ shipped \(processed by cluster\)", converged.second.stderr), \

@@ -259,7 +259,7 @@ def test_a_service_down_is_one_line_in_metrics_and_doctor_and_the_fix_they_print
     stack = [line for line in lines if "the stack answers" in line]
     assert len(stack) == 1 and stack[0].startswith("✗") and "order" in stack[0], lines
     assert len(lines) == len(set(lines)) and "Traceback" not in doctor.stderr
-    fix = stack[0].split("→ ")[1].split(" (")[0]
+    fix = stack[0].split("→ ")[1].split(" (")[0].split("; ")[0]
     assert fix == f"./run fresh-start --target {demo.name}", fix
     demo.run(*fix.split()[1:])
     assert demo.run("metrics", "--target", demo.name).returncode == 0

@@ -56,8 +56,10 @@ def run(target: Target, config: Path) -> list[Check]:
         unreachable = exc.code == UNREACHABLE
         failed = Check("the stack answers", False, str(exc),
                        "" if unreachable else f"./run fresh-start --target {target.name}")
-        # One line per check: a stack that looked ready but cannot be reached replaces its ✓.
-        checks = [c for c in checks if c.name != failed.name] + [failed]
+        # One line per check: a stack that looked ready but cannot be reached replaces its ✓; a ✗ already said
+        # (nothing deployed, a workload down) stays the one line.
+        if not any(c.name == failed.name and not c.ok for c in checks):
+            checks = [c for c in checks if c.name != failed.name] + [failed]
     if target.kind != "local" and not unreachable:
         checks += _operator(target, config)
     checks.append(_mirrord_cli())
