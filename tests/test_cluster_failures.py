@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from demokit import images, targets
-from demokit.probes import holds, until
 from demokit.kube import cluster
 from demokit.kube.controlplane import STORAGE_CLASS, ControlPlane
+from demokit.probes import holds, until
 from tests import kube
 from tests.helpers import ROOT, RUN, inventory
 
@@ -308,7 +308,7 @@ def test_the_operator_may_read_the_kafka_login_its_property_list_names_and_nothi
                                  ("RoleBinding", "mirrord-operator-kafka-login")}
                 # The API server's RBAC authorizer reads Roles through an informer: a grant just created is seen a
                 # moment later, so the first "allowed" is waited for; everything denied below is asked after it.
-                until(lambda: holds(_may_get(api, namespace, secret)), 30,
+                until(lambda ns=namespace, s=secret: holds(_may_get(api, ns, s)), 30,
                       f"{mode}: the operator may read {secret}")
                 assert not _may_get(api, namespace, "postgres-credentials"), f"{mode}: and no other Secret"
                 assert not _may_get(api, namespace, None, "list") and not _may_get(api, namespace, secret, "update")
