@@ -58,6 +58,36 @@ async def closed_loop(url: str, clients: int, seconds: float) -> dict[str, Any]:
             "p50": hist.get_value_at_percentile(50) / 1000, "p99": hist.get_value_at_percentile(99) / 1000}
 
 
+def _hey() -> str:
+    found = shutil.which("hey")
+    if not found:
+        raise SystemExit("hey is missing: apt-get install hey (./run bench.pipeline installs it: "
+                         "scripts/ensure-bench-deps.sh)")
+    return found
+
+
+def hey(url: str, clients: int, seconds: float, logs: Path) -> dict[str, Any]:
+    """`hey` (Go, a client that costs little beside the service) posting one order body from `clients` workers,
+    closed loop, keep-alive: orders/s, latency percentiles and every answer that was not a 201."""
+    run = LoadRun(LoadConfig(rate=1, duration=1, base_url=url), FALLBACK_PRODUCTS)
+    body = Path(tempfile.mkdtemp(prefix="hey-", dir=logs)) / "order.json"
+    body.write_bytes(run.factory.body(0))
+    done = subprocess.run([_hey(), "-z", f"{max(1, round(seconds))}s", "-c", str(clients), "-m", "POST",
+                           "-T", "application/json", "-D", str(body), "-o", "csv", f"{url}/api/orders"],
+                          capture_output=True, text=True, timeout=seconds + 120)
+    if done.returncode != 0:
+        raise SystemExit(f"hey failed: {done.stderr.strip()[-400:]}")
+    # csv: response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset
+    rows = [line.split(",") for line in done.stdout.splitlines()[1:] if line.count(",") >= 7]
+    if not rows:
+        raise SystemExit(f"hey sent nothing: {done.stderr.strip()[-400:] or done.stdout[-400:]}")
+    ok = sorted(float(r[0]) * 1000 for r in rows if r[6] == "201")
+    span = max(float(r[7]) + float(r[0]) for r in rows)
+    return {"rate": len(ok) / span, "errors": len(rows) - len(ok),
+            "p50": ok[len(ok) // 2] if ok else float("nan"),
+            "p99": ok[min(len(ok) - 1, int(len(ok) * 0.99))] if ok else float("nan")}
+
+
 # The order service's create transaction (OrderStore._insert and _enqueue: the order, its history row, its event in
 # the outbox), for pgbench: the same statements on the same schema, with values of the same size.
 PGBENCH_SCRIPT = """\\set a random(1, 4611686018427387903)

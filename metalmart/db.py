@@ -33,6 +33,7 @@ class UniqueViolation(Exception):
 
 class Tx(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
@@ -72,6 +73,19 @@ class _PgLock:
         return True
 
 
+def values_statements(head: str, rows: Sequence[Sequence[Any]], most: int = 500
+                      ) -> list[tuple[str, list[Any]]]:
+    """`INSERT INTO t (a, b)` and rows → statements of one multi-row VALUES each (at most `most` rows): many rows
+    in one statement and one round trip, in both dialects."""
+    statements = []
+    for start in range(0, len(rows), most):
+        chunk = rows[start : start + most]
+        group = "(" + ", ".join("?" for _ in chunk[0]) + ")"
+        statements.append((f"{head} VALUES " + ", ".join(group for _ in chunk),
+                           [value for row in chunk for value in row]))
+    return statements
+
+
 # Column types that differ between the two dialects.
 _TYPES = {
     "postgresql": {"AUTOID": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "JSON": "TEXT", "BIG": "BIGINT"},
@@ -96,6 +110,10 @@ class _PgTx:
         except errors.UniqueViolation as exc:
             raise UniqueViolation(exc.diag.constraint_name or str(exc)) from exc
         return cur.rowcount
+
+    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None:
+        for sql, params in values_statements(head, rows):
+            await self.execute(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = await self._conn.execute(sql.replace("?", "%s"), params)
@@ -173,6 +191,10 @@ class _SqliteTx:
                 raise UniqueViolation(str(exc).rsplit(":", 1)[-1].strip()) from exc
             raise
         return cur.rowcount
+
+    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None:
+        for sql, params in values_statements(head, rows):
+            await self.execute(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = await self._conn.execute(sql, params)

@@ -13,7 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from metalmart import sessions
-from metalmart.db import Database, Row, Tx, UniqueViolation
+from metalmart.db import Database, Row, Tx, Unavailable, UniqueViolation
+from metalmart.groupcommit import GroupCommit
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS orders (
@@ -275,36 +276,19 @@ def new_order_number(stamp: str) -> str:
     return f"ORD-{stamp[:10].replace('-', '')}-{secrets.token_hex(4).upper()}"
 
 
-class OrderStore:
-    def __init__(self, db: Database, topic: str, overdue_after_s: float = 40.0) -> None:
-        self.db = db
-        self.topic = topic
-        self.overdue_after_s = overdue_after_s
+@dataclass(frozen=True)
+class _Prepared:
+    """A new order as its rows: the API's view, the orders row's values, its session."""
+    order: dict[str, Any]
+    row: tuple[Any, ...]
+    stamp: str
+    session: str | None
 
-    def overdue_cutoff(self) -> str:
-        """Events published before this instant have had their time: an order of theirs still pending is overdue."""
-        return (datetime.now(UTC) - timedelta(seconds=self.overdue_after_s)).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z")
-
-    async def create(self, new: NewOrder) -> dict[str, Any]:
-        """Store the order and its event in one transaction (the outbox): no order exists without its event. Order
-        numbers are short and random, so two can collide: the order is then stored again under a new number."""
-        for attempt in range(1, NUMBER_ATTEMPTS + 1):
-            try:
-                return await self._insert(new)
-            except UniqueViolation as exc:
-                if not any(col in exc.what for col in ("order_number", "tracking_token")) or \
-                        attempt == NUMBER_ATTEMPTS:
-                    raise
-                log.warning("order number or tracking token taken (%s); drawing new ones (attempt %d)", exc.what,
-                            attempt + 1)
-        raise AssertionError("unreachable")
-
-    async def _insert(self, new: NewOrder) -> dict[str, Any]:
+    @classmethod
+    def of(cls, new: NewOrder) -> _Prepared:
         stamp = now_iso()
-        order_id = str(uuid.uuid4())
         row = {
-            "id": order_id,
+            "id": str(uuid.uuid4()),
             "order_number": new_order_number(stamp),
             "customer_email": new.customer_email,
             "customer_name": new.customer_name,
@@ -320,35 +304,96 @@ class OrderStore:
             "updated_at": stamp,
         }
         order = order_view(row)
+        if new.session_key:
+            order["session_key"] = new.session_key
+        values = (row["id"], row["order_number"], new.customer_email, new.customer_name,
+                  _json(new.shipping_address), _json(new.items), row["total_cents"], "pending",
+                  row["tracking_token"], new.reservation_id, stamp, stamp)
+        return cls(order, values, stamp, new.session_key)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A status change asked for: the order, the status, who processed it (`processed_by_label`), from which topic."""
+    order_id: str
+    status: str
+    label: str | None
+    topic: str | None
+
+
+class OrderStore:
+    def __init__(self, db: Database, topic: str, overdue_after_s: float = 40.0) -> None:
+        self.db = db
+        self.topic = topic
+        self.overdue_after_s = overdue_after_s
+        self._creates: GroupCommit[NewOrder, dict[str, Any]] = GroupCommit(self._create_many)
+        self._statuses: GroupCommit[_Step, tuple[dict[str, Any], bool]] = GroupCommit(self._set_many)
+
+    def overdue_cutoff(self) -> str:
+        """Events published before this instant have had their time: an order of theirs still pending is overdue."""
+        return (datetime.now(UTC) - timedelta(seconds=self.overdue_after_s)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+
+    async def create(self, new: NewOrder) -> dict[str, Any]:
+        """Store the order and its event in one transaction (the outbox): no order exists without its event. Orders
+        posted together share that transaction (metalmart.groupcommit); each is answered once it committed."""
+        return await self._creates.submit(new)
+
+    async def _create_many(self, news: list[NewOrder]) -> list[dict[str, Any] | Exception]:
+        """One transaction for all of them; when it fails for anything but the database being away, each is stored
+        on its own, so one order's failure (a taken number, a value the database refuses) is only its own."""
+        try:
+            return list(await self._insert([_Prepared.of(new) for new in news]))
+        except Unavailable:
+            raise
+        except Exception as exc:
+            if len(news) > 1:
+                log.info("%d orders committed together failed (%s); storing each on its own", len(news), exc)
+        results: list[dict[str, Any] | Exception] = []
+        for new in news:
+            try:
+                results.append(await self._create_one(new))
+            except Exception as exc:  # this order's own failure, answered to its own request
+                results.append(exc)
+        return results
+
+    async def _create_one(self, new: NewOrder) -> dict[str, Any]:
+        """Order numbers are short and random, so two can collide: the order is then stored again under a new
+        number."""
+        for attempt in range(1, NUMBER_ATTEMPTS + 1):
+            try:
+                return (await self._insert([_Prepared.of(new)]))[0]
+            except UniqueViolation as exc:
+                if not any(col in exc.what for col in ("order_number", "tracking_token")) or \
+                        attempt == NUMBER_ATTEMPTS:
+                    raise
+                log.warning("order number or tracking token taken (%s); drawing new ones (attempt %d)", exc.what,
+                            attempt + 1)
+        raise AssertionError("unreachable")
+
+    async def _insert(self, prepared: list[_Prepared]) -> list[dict[str, Any]]:
         async with self.db.transaction() as tx:
-            await tx.execute(
+            await tx.insert_many(
                 "INSERT INTO orders (id, order_number, customer_email, customer_name, shipping_address, items,"
-                " total_cents, status, tracking_token, reservation_id, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    order_id, row["order_number"], new.customer_email, new.customer_name,
-                    _json(new.shipping_address), _json(new.items), row["total_cents"], "pending",
-                    row["tracking_token"], new.reservation_id, stamp, stamp,
-                ),
-            )
-            await tx.execute(
-                "INSERT INTO order_status_history (order_id, status, at) VALUES (?, ?, ?)",
-                (order_id, "pending", stamp),
-            )
-            if new.session_key:
-                await tx.execute("INSERT INTO order_sessions (order_id, session_key) VALUES (?, ?)",
-                                 (order_id, new.session_key))
-                order["session_key"] = new.session_key
-            await self._enqueue(tx, order, stamp, new.session_key)
-        return order
+                " total_cents, status, tracking_token, reservation_id, created_at, updated_at)",
+                [p.row for p in prepared])
+            await tx.insert_many("INSERT INTO order_status_history (order_id, status, at)",
+                                 [(p.order["id"], "pending", p.stamp) for p in prepared])
+            sessions = [(p.order["id"], p.session) for p in prepared if p.session]
+            if sessions:
+                await tx.insert_many("INSERT INTO order_sessions (order_id, session_key)", sessions)
+            await tx.insert_many("INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at)",
+                                 [self._event_row(p.order, p.stamp, p.session) for p in prepared])
+        return [p.order for p in prepared]
+
+    def _event_row(self, order: dict[str, Any], stamp: str, session: str | None) -> tuple[Any, ...]:
+        key, value, headers = event_for(order, session)
+        return (self.topic, key, json.dumps(value), json.dumps(headers), stamp)
 
     async def _enqueue(self, tx: Tx, order: dict[str, Any], stamp: str, session: str | None) -> None:
         """The order's `order.created` event into the outbox, for the relay to publish."""
-        key, value, headers = event_for(order, session)
-        await tx.execute(
-            "INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
-            (self.topic, key, json.dumps(value), json.dumps(headers), stamp),
-        )
+        await tx.execute("INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
+                         self._event_row(order, stamp, session))
 
     async def overdue(self, tx: Tx, published_before: str, limit: int | None = None,
                       max_republish: int | None = None, unchecked_since: str | None = None) -> list[Row]:
@@ -445,34 +490,68 @@ class OrderStore:
         self, order_id: str, status: str, source: str | None = None, topic: str | None = None
     ) -> tuple[dict[str, Any], bool]:
         """Move an order forward. Returns (order, changed); the same status again is a no-op, so redelivered
-        messages cannot step an order twice; a step backwards raises StatusConflict."""
+        messages cannot step an order twice; a step backwards raises StatusConflict. Changes asked for together
+        share one transaction (metalmart.groupcommit)."""
         if status not in STATUSES:
             raise ValidationError("status", f"must be one of {', '.join(STATUSES)}")
-        label = processed_by_label(source)
+        return await self._statuses.submit(_Step(order_id, status, processed_by_label(source), topic or None))
+
+    async def _set_many(self, steps: list[_Step]) -> list[tuple[dict[str, Any], bool] | Exception]:
+        """In one transaction, in the order asked (by order id, so two replicas' transactions take row locks in
+        the same order); when the transaction fails for anything but the database being away, each step is taken
+        on its own, so one step's failure is only its own."""
+        order = sorted(range(len(steps)), key=lambda i: steps[i].order_id)
+        try:
+            async with self.db.transaction() as tx:
+                done = [await self._step(tx, steps[i]) for i in order]
+                changed = [(steps[i].order_id, steps[i].status, steps[i].label, steps[i].topic, stamp)
+                           for i, (result, stamp) in zip(order, done, strict=True)
+                           if not isinstance(result, Exception) and result[1]]
+                if changed:
+                    await tx.insert_many(
+                        "INSERT INTO order_status_history (order_id, status, processed_by, source_topic, at)", changed)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            if len(steps) == 1:
+                raise
+            log.info("%d status changes committed together failed (%s); taking each on its own", len(steps), exc)
+            return [await self._set_one(step) for step in steps]
+        results: list[tuple[dict[str, Any], bool] | Exception] = [ValueError()] * len(steps)
+        for i, (result, _) in zip(order, done, strict=True):
+            results[i] = result
+        return results
+
+    async def _set_one(self, step: _Step) -> tuple[dict[str, Any], bool] | Exception:
+        try:
+            return (await self._set_many([step]))[0]
+        except Exception as exc:  # this step's own failure, answered to its own request
+            return exc
+
+    async def _step(self, tx: Tx, step: _Step) -> tuple[tuple[dict[str, Any], bool] | Exception, str]:
+        """One status change inside the shared transaction: the order as it is after it and whether it moved, or
+        the reason it did not (NotFound, StatusConflict), which fails only its own request."""
         stamp = now_iso()
-        allowed = _PREDECESSORS[status]
-        async with self.db.transaction() as tx:
-            changed = 0
-            if allowed:
-                marks = ", ".join("?" for _ in allowed)
-                changed = await tx.execute(
-                    "UPDATE orders SET status = ?, updated_at = ?,"
-                    " processed_by = COALESCE(?, processed_by), source_topic = COALESCE(?, source_topic)"
-                    f" WHERE id = ? AND status IN ({marks})",
-                    (status, stamp, label, topic or None, order_id, *allowed),
-                )
-            if changed:
-                await tx.execute(
-                    "INSERT INTO order_status_history (order_id, status, processed_by, source_topic, at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (order_id, status, label, topic or None, stamp),
-                )
-            row = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
+        allowed = _PREDECESSORS[step.status]
+        row = None
+        if allowed:
+            marks = ", ".join("?" for _ in allowed)
+            update = ("UPDATE orders SET status = ?, updated_at = ?,"
+                      " processed_by = COALESCE(?, processed_by), source_topic = COALESCE(?, source_topic)"
+                      f" WHERE id = ? AND status IN ({marks})")
+            params = (step.status, stamp, step.label, step.topic, step.order_id, *allowed)
+            if self.db.dialect == "postgresql":  # the row as it is now, in the same round trip
+                row = await tx.fetchone(update + " RETURNING *", params)
+            elif await tx.execute(update, params):
+                row = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (step.order_id,))
+        if row is not None:
+            return (order_view(row), True), stamp
+        row = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (step.order_id,))
         if row is None:
-            raise NotFound(order_id)
-        if not changed and row["status"] != status:
-            raise StatusConflict(row["status"], status)
-        return order_view(row), bool(changed)
+            return NotFound(step.order_id), stamp
+        if row["status"] != step.status:
+            return StatusConflict(row["status"], step.status), stamp
+        return (order_view(row), False), stamp
 
     async def stats(self) -> dict[str, Any]:
         async with self.db.transaction() as tx:
