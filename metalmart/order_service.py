@@ -103,6 +103,7 @@ async def stats(request: web.Request) -> web.Response:
     body = await request.app[STORE].stats()
     body["published"] = request.app[RELAY].published
     body["outbox_delivery_failures"] = request.app[RELAY].failed_attempts
+    body["group_commit"] = request.app[STORE].group_commit()
     return web.json_response(body)
 
 

@@ -329,6 +329,12 @@ class OrderStore:
         self._creates: GroupCommit[NewOrder, dict[str, Any]] = GroupCommit(self._create_many)
         self._statuses: GroupCommit[_Step, tuple[dict[str, Any], bool]] = GroupCommit(self._set_many)
 
+    def group_commit(self) -> dict[str, dict[str, int]]:
+        """This process's transactions so far and what they held: fewer transactions than requests is many
+        requests sharing one."""
+        return {"orders": {"transactions": self._creates.batches, "requests": self._creates.items},
+                "status_changes": {"transactions": self._statuses.batches, "requests": self._statuses.items}}
+
     def overdue_cutoff(self) -> str:
         """Events published before this instant have had their time: an order of theirs still pending is overdue."""
         return (datetime.now(UTC) - timedelta(seconds=self.overdue_after_s)).isoformat(

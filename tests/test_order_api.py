@@ -133,3 +133,97 @@ def test_bodies_a_parser_cannot_follow_are_refused_naming_the_body(
     code, answer = request("POST", f"{stack.base}/api/orders", raw=raw)
     assert (code, answer["field"]) == (status, "body"), answer
     assert _counts(stack.database_url) == (0, 0)
+
+
+_REFUSE = {  # a rule the database enforces and validation does not know: one order of a batch is refused
+    "postgresql": ["ALTER TABLE orders ADD CONSTRAINT refuse_one CHECK (customer_email <> 'refused@metalbear.com')"],
+    "sqlite": ["CREATE TRIGGER refuse_one BEFORE INSERT ON orders WHEN NEW.customer_email = 'refused@metalbear.com'"
+               " BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+}
+
+
+async def test_orders_posted_together_share_commits_and_a_refused_one_fails_only_its_own_request(
+        broker: Broker, database_url: str) -> None:
+    """Group commit: 60 orders posted at once take fewer transactions than orders; each is answered after its own
+    commit; the one the database refuses gets the answer it gets alone, and the other 59 are stored with their
+    events."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from metalmart.order_service import STORE, build_app
+    from metalmart.settings import KafkaSettings, OrderSettings
+
+    settings = OrderSettings(port=0, database_url=database_url,
+                             kafka=KafkaSettings(brokers=broker.bootstrap, topic="group-commit"))
+    app = build_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        store = app[STORE]
+        async with store.db.transaction() as tx:
+            for statement in _REFUSE[store.db.dialect]:
+                await tx.execute(statement)
+
+        async def post(email: str) -> tuple[int, str]:
+            response = await client.post("/api/orders", json=order_body(email))
+            return response.status, email
+
+        emails = [f"together-{i}@metalbear.com" for i in range(59)]
+        emails.insert(30, "refused@metalbear.com")
+        answers = await asyncio.gather(*(post(e) for e in emails))
+        alone = await post("refused@metalbear.com")
+        stats = await (await client.get("/api/orders/stats")).json()
+        async with store.db.transaction() as tx:
+            stored = {r["customer_email"] for r in await tx.fetchall("SELECT customer_email FROM orders")}
+            events = await tx.fetchall("SELECT msg_key FROM outbox")
+            ids = {r["id"] for r in await tx.fetchall("SELECT id FROM orders")}
+
+    refused = [code for code, email in answers if email == "refused@metalbear.com"]
+    assert refused == [alone[0]] and alone[0] >= 400, (refused, alone)
+    assert sorted(code for code, email in answers if email != "refused@metalbear.com") == [201] * 59
+    assert stored == set(emails) - {"refused@metalbear.com"}
+    assert sorted(e["msg_key"] for e in events) == sorted(ids), "each stored order has its one event"
+    commits = stats["group_commit"]["orders"]
+    assert commits["requests"] == 61 and commits["transactions"] < 60, commits
+
+
+async def test_status_changes_asked_together_each_get_their_own_answer(broker: Broker, database_url: str) -> None:
+    """Status changes share transactions too; a step forward, the same step again, a step backwards and an unknown
+    order asked at once answer 200 changed, 200 unchanged, 409 and 404, and only the real steps are in the
+    history."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from metalmart.order_service import STORE, build_app
+    from metalmart.settings import KafkaSettings, OrderSettings
+
+    settings = OrderSettings(port=0, database_url=database_url,
+                             kafka=KafkaSettings(brokers=broker.bootstrap, topic="group-status"))
+    app = build_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        created = [await (await client.post("/api/orders", json=order_body(f"s{i}@metalbear.com"))).json()
+                   for i in range(12)]
+        ids = [o["id"] for o in created]
+        for order_id in ids[:4]:  # these are confirmed already
+            for status in ("processing", "confirmed"):
+                assert (await client.put(f"/api/orders/{order_id}/status", json={"status": status})).status == 200
+
+        async def put(order_id: str, status: str) -> tuple[int, bool | None]:
+            response = await client.put(f"/api/orders/{order_id}/status", json={"status": status},
+                                        headers={"X-Processor-Source": "cluster"})
+            body = await response.json()
+            return response.status, body.get("changed")
+
+        asked = ([(i, "processing") for i in ids[4:]] + [(i, "confirmed") for i in ids[:2]]
+                 + [(i, "processing") for i in ids[2:4]] + [("no-such-order", "processing")])
+        answers = await asyncio.gather(*(put(i, s) for i, s in asked))
+        stats = await (await client.get("/api/orders/stats")).json()
+        async with app[STORE].db.transaction() as tx:
+            history = await tx.fetchall("SELECT order_id, status FROM order_status_history WHERE status <> 'pending'")
+
+    assert answers == [(200, True)] * 8 + [(200, False)] * 2 + [(409, None)] * 2 + [(404, None)]
+    steps = sorted((r["order_id"], r["status"]) for r in history)
+    assert steps == sorted([(i, s) for i in ids[:4] for s in ("processing", "confirmed")]
+                           + [(i, "processing") for i in ids[4:]])
+    commits = stats["group_commit"]["status_changes"]
+    assert commits["requests"] == 8 + 13 and commits["transactions"] < commits["requests"], commits
