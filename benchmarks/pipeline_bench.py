@@ -1,5 +1,7 @@
 """Benchmark of the app: order creation on PostgreSQL + the broker beside pgbench running the order service's own
-transaction on the same server, and the processor in demo mode: how far created → shipped is above the work itself.
+transaction on the same server (both driven closed-loop, the service by `hey`), where an order's CPU goes in the
+service (sampled with py-spy), and the processor in demo mode at the rates asked: how far created → shipped is above
+the work itself. With `against`, another checkout's app (a git ref) runs beside this one in the same run.
 
 Everything runs here on 127.0.0.1: a private PostgreSQL, Apache Kafka, the real order service and processor.
 """
@@ -7,55 +9,29 @@ Everything runs here on 127.0.0.1: a private PostgreSQL, Apache Kafka, the real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from hdrh.histogram import HdrHistogram
+import psutil
 from rich.console import Console
 from rich.table import Table
 
 from metalmart import db as dbmod
 from metalmart import orders
-from metalmart.loadconfig import cores
 from metalmart.loadgen import FALLBACK_PRODUCTS, LoadConfig, LoadRun
-from tests.helpers import AppStack, Broker, KafkaBroker, Postgres, sql
-
-
-async def closed_loop(url: str, clients: int, seconds: float) -> dict[str, Any]:
-    """`clients` clients each sending the next order as soon as the last one answered."""
-    run = LoadRun(LoadConfig(rate=1, duration=1, base_url=url), FALLBACK_PRODUCTS)
-    hist = HdrHistogram(1, 60_000_000, 3)
-    counts = {"ok": 0, "errors": 0}
-    end = time.monotonic() + seconds
-    seq = iter(range(10**9))
-
-    async def client(http: aiohttp.ClientSession) -> None:
-        while time.monotonic() < end:
-            t0 = time.monotonic()
-            try:
-                async with http.post(f"{url}/api/orders", data=run.factory.body(next(seq)),
-                                     headers={"Content-Type": "application/json"}) as resp:
-                    await resp.read()
-                    counts["ok" if resp.status == 201 else "errors"] += 1
-            except aiohttp.ClientError:
-                counts["errors"] += 1
-            hist.record_value(max(1, int((time.monotonic() - t0) * 1e6)))
-
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        t0 = time.monotonic()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        elapsed = time.monotonic() - t0
-    return {"rate": counts["ok"] / elapsed, "errors": counts["errors"],
-            "p50": hist.get_value_at_percentile(50) / 1000, "p99": hist.get_value_at_percentile(99) / 1000}
+from tests.helpers import ROOT, AppStack, Broker, KafkaBroker, Postgres, sql
 
 
 def _hey() -> str:
@@ -147,99 +123,221 @@ def pgbench(url: str, clients: int, seconds: float, logs: Path) -> dict[str, Any
                       if line.startswith("number of failed transactions")), "0"))}
 
 
-CREATION_GOAL = (0.8, 3.0)  # orders/s at least 0.8× pgbench's transactions/s; p99 under 3× pgbench's
+
+# Where a sample of the order service's Python threads is spent: the first rule that matches, from the innermost
+# frame outwards (json.dumps inside the response is JSON; a socket write inside psycopg is the event loop's).
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("JSON (parse the body, write the answer and the event)", ("json/", "orjson")),
+    ("validation", ("validate_new_order", "_text (metalmart/orders", "_money (metalmart", "session_key",
+                    "metalmart/sessions.py")),
+    ("the order's rows (ids, numbers, tokens, view)", ("_Prepared", "now_iso", "uuid.py", "secrets.py",
+                                                       "order_view", "_event_row", "new_order_number")),
+    ("commit (BEGIN, COMMIT)", ("psycopg/transaction.py",)),
+    ("database statements (psycopg)", ("psycopg", "metalmart/db.py", "psycopg_pool")),
+    ("publishing (outbox relay)", ("metalmart/outbox.py", "confluent_kafka", "concurrent/futures")),
+    ("HTTP (parse, route, write)", ("aiohttp", "multidict", "yarl")),
+    ("event loop and sockets", ("asyncio", "selectors.py", "uvloop")),
+)
+OTHER = "the rest (the handler, the group commit, logging)"
+SAMPLE_HZ = 250
 
 
-def creation(broker: Broker, pg: Postgres, logs: Path, seconds: float) -> tuple[Table, list[dict[str, Any]]]:
-    """Per client count: pgbench, then the order service as one process, then as ORDER_WORKERS = the cores."""
-    n = max(2, cores())
+def _stage(stack: str) -> str:
+    for frame in reversed(stack.split(";")):
+        for name, needles in STAGES:
+            if any(n in frame for n in needles):
+                return name
+    return OTHER
+
+
+def _py_spy() -> str | None:
+    found = Path(sys.executable).parent / "py-spy"
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+# A sample whose innermost frame is one of these is a thread waiting, not working: left out of the shares.
+WAITING = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py",
+           "run (concurrent/futures/thread.py")
+
+
+def cpu_per_order(pid: int, run: Callable[[], dict[str, Any]], logs: Path) -> dict[str, Any]:
+    """Run `run` (a closed-loop creation run) while py-spy samples the order service: the process's CPU per order,
+    as the kernel counts it, split by stage in the shares of py-spy's samples of its working threads."""
+    spy = _py_spy()
+    proc = psutil.Process(pid)
+    out = Path(tempfile.mkdtemp(prefix="py-spy-", dir=logs)) / "raw.txt"
+    before = proc.cpu_times()
+    sampler = None
+    if spy:
+        sampler = subprocess.Popen([spy, "record", "--nonblocking", "-r", str(SAMPLE_HZ), "-f", "raw", "-o", str(out),
+                                    "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = run()
+    after = proc.cpu_times()
+    if sampler:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+        sampler.wait(60)
+    orders = result["rate"] * result["seconds"]
+    cpu_us = ((after.user - before.user) + (after.system - before.system)) * 1e6 / max(1.0, orders)
+    samples: dict[str, int] = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack.rsplit(";", 1)[-1].startswith(WAITING):
+                samples[_stage(stack)] = samples.get(_stage(stack), 0) + int(count)
+    total = sum(samples.values())
+    per_stage = {name: cpu_us * n / total for name, n in samples.items()} if total else {}
+    return {"cpu_us_per_order": cpu_us, "stages_us": per_stage, "samples": total, **result}
+
+
+CLIENTS = (8, 32, 128)
+GOALS = {8: 0.8, 32: 1.0, 128: 1.0}  # orders/s ÷ pgbench's transactions/s, with 0 errors
+
+
+@dataclass(frozen=True)
+class App:
+    label: str
+    folder: Path
+
+
+def creation(broker: Broker, pg: Postgres, logs: Path, seconds: float, apps: list[App]
+             ) -> tuple[Table, Table, list[dict[str, Any]]]:
+    """Per client count: pgbench, then each app's order service as one process driven by hey; at 32 clients its
+    CPU per order, by stage."""
     table = Table(title=f"order creation beside pgbench running its transaction, same PostgreSQL, closed loop, "
-                        f"{seconds:g} s a cell (pgbench first, then the order service as 1 and {n} processes)")
-    for col in ("clients", "pgbench tx/s", "processes", "orders/s", "ratio", "pgbench p99 ms", "p99 ms", "p99 ratio",
-                "errors", "goal (≥0.8×, p99 <3×, 0 errors)"):
+                        f"{seconds:g} s a cell, the order service as one process driven by hey")
+    for col in ("clients", "pgbench tx/s", "app", "orders/s", "ratio", "pgbench p99 ms", "p50 ms", "p99 ms",
+                "errors", "goal"):
         table.add_column(col, justify="right")
-    rows = []
-    for clients in (8, 32, 128):
+    rows: list[dict[str, Any]] = []
+    profiles: dict[str, dict[str, Any]] = {}
+    for clients in CLIENTS:
         base = pgbench(pg.new_database(), clients, seconds, logs)
-        for workers in (1, n):
-            stack = AppStack(broker.bootstrap, pg.new_database(), logs,
-                             order_env={"ORDER_WORKERS": str(workers)}).start(processor=False)
+        for app in apps:
+            stack = AppStack(broker.bootstrap, pg.new_database(), logs, app_dir=app.folder).start(processor=False)
             try:
-                r = asyncio.run(closed_loop(stack.base, clients, seconds))
+                def drive(base_url: str = stack.base, n: int = clients) -> dict[str, Any]:
+                    return {**hey(base_url, n, seconds, logs), "seconds": seconds}
+
+                if clients == 32:
+                    r = profiles[app.label] = cpu_per_order(stack.order.popen.pid, drive, logs)
+                else:
+                    r = drive()
             finally:
                 stack.stop()
-            ratio, p99_ratio = r["rate"] / base["rate"], r["p99"] / base["p99"]
-            ok = ratio >= CREATION_GOAL[0] and p99_ratio < CREATION_GOAL[1] and r["errors"] == 0
-            table.add_row(str(clients), f"{base['rate']:.0f}", str(workers), f"{r['rate']:.0f}", f"{ratio:.2f}×",
-                          f"{base['p99']:.1f}", f"{r['p99']:.1f}", f"{p99_ratio:.1f}×", str(r["errors"]),
-                          "met" if ok else "missed")
-            rows.append({"clients": clients, "workers": workers, "pgbench": base, "order_service": r,
-                         "ratio": ratio, "p99_ratio": p99_ratio, "met": ok})
-    return table, rows
+            ratio = r["rate"] / base["rate"]
+            met = ratio >= GOALS[clients] and r["errors"] == 0
+            table.add_row(str(clients), f"{base['rate']:.0f}", app.label, f"{r['rate']:.0f}", f"{ratio:.2f}×",
+                          f"{base['p99']:.1f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", str(r["errors"]),
+                          f"≥{GOALS[clients]:g}× → {'met' if met else 'missed'}")
+            rows.append({"clients": clients, "app": app.label, "pgbench": base, "order_service": r, "ratio": ratio,
+                         "goal": GOALS[clients], "met": met})
+    cpu = Table(title="where an order's CPU goes in the order service (32 clients; µs of CPU per order created, "
+                      "the process's own count split by py-spy's samples)")
+    cpu.add_column("stage")
+    for app in apps:
+        cpu.add_column(f"{app.label} µs", justify="right")
+        cpu.add_column("share", justify="right")
+    names = [name for name, _ in STAGES] + [OTHER]
+    for name in [*names, "total"]:
+        cells = []
+        for app in apps:
+            p = profiles[app.label]
+            us = p["cpu_us_per_order"] if name == "total" else p["stages_us"].get(name, 0.0)
+            cells += [f"{us:.0f}", f"{us / max(1e-9, p['cpu_us_per_order']) * 100:.0f}%"]
+        cpu.add_row(name, *cells)
+    return table, cpu, rows
 
 
 WORK_S = 0.6  # demo mode: 200 ms × 3
+OVERHEAD_GOALS = {100.0: (50.0, 150.0), 400.0: (100.0, None)}  # ms beyond the work at p50, p99 (None: no bound)
 
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def processing(broker: Broker, pg: Postgres, logs: Path, rate: float, seconds: float, concurrency: int
-               ) -> dict[str, Any]:
+def processing(broker: Broker, pg: Postgres, logs: Path, rate: float, seconds: float, app: App) -> dict[str, Any]:
+    """The order service and the processor (default concurrency) in demo mode; the load generator at `rate` for
+    `seconds`; every order followed to `shipped` in its history."""
     url = pg.new_database()
-    stack = AppStack(broker.bootstrap, url, logs, concurrency=concurrency).start()
+    stack = AppStack(broker.bootstrap, url, logs, app_dir=app.folder).start()
     try:
         run = LoadRun(LoadConfig(rate=rate, duration=seconds, base_url=stack.base), FALLBACK_PRODUCTS)
+        started = time.time()
         asyncio.run(run.run())
+        sent_per_s = run.stats.succeeded / max(0.001, time.time() - started)
         sent = run.stats.succeeded
-        load_end = time.time()
         shipped_at_end = stack.stats()["by_status"].get("shipped", 0)
-        if concurrency > 1:
-            stack.wait_shipped(sent, timeout=120)
+        stack.wait_shipped(sent, timeout=120 + sent / 50)
         rows = sql(url, "SELECT o.created_at, h.at FROM orders o JOIN order_status_history h ON h.order_id = o.id"
                         " AND h.status = 'shipped'")
     finally:
         stack.stop()
     waits = sorted(_ts(r["at"]) - _ts(r["created_at"]) for r in rows)
-    first = min((_ts(r["at"]) for r in rows), default=load_end)
-    return {"sent": sent, "shipped_when_load_ended": shipped_at_end,
-            "backlog_when_load_ended": sent - shipped_at_end,
-            "created_to_shipped_p50_s": waits[len(waits) // 2] if waits else None,
-            "created_to_shipped_p99_s": waits[int(len(waits) * 0.99) - 1] if waits else None,
-            "shipped_per_s": shipped_at_end / max(0.001, load_end - first) if rows else 0.0}
+    shipped = sorted(_ts(r["at"]) for r in rows)
+    span = shipped[-1] - shipped[0] if len(shipped) > 1 else 0.0
+    return {"rate": rate, "sent": sent, "sent_per_s": sent_per_s, "backlog_when_load_ended": sent - shipped_at_end,
+            "shipped_per_s": (len(shipped) - 1) / span if span > 0 else 0.0,
+            "overhead_p50_ms": (waits[len(waits) // 2] - WORK_S) * 1000 if waits else None,
+            "overhead_p99_ms": (waits[min(len(waits) - 1, int(len(waits) * 0.99))] - WORK_S) * 1000 if waits
+            else None}
 
 
-def main(seconds: float = 10.0, processor_seconds: float = 20.0) -> int:
-    console = Console(width=150)
+def processing_table(results: list[tuple[App, dict[str, Any]]], seconds: float) -> Table:
+    table = Table(title=f"processor, demo mode (0.6 s of work an order), default concurrency, {seconds:g} s of load "
+                        "a row; overhead = created → shipped minus the 0.6 s of work, from the orders' history")
+    for col in ("orders/s", "app", "sent/s", "shipped/s", "shipped ÷ rate", "backlog when load ended",
+                "overhead p50 ms", "overhead p99 ms", "goal"):
+        table.add_column(col, justify="right")
+    for app, r in results:
+        p50, p99 = r["overhead_p50_ms"], r["overhead_p99_ms"]
+        keeps_up = r["shipped_per_s"] / r["rate"]
+        want50, want99 = OVERHEAD_GOALS.get(r["rate"], (None, None))
+        met = keeps_up >= 0.99 and p50 is not None and (want50 is None or p50 <= want50) and \
+            (want99 is None or (p99 is not None and p99 <= want99))
+        goal = " ".join(part for part in ("≥0.99×", want50 and f"p50 ≤{want50:g}", want99 and f"p99 ≤{want99:g}")
+                        if part)
+        table.add_row(f"{r['rate']:g}", app.label, f"{r['sent_per_s']:.1f}", f"{r['shipped_per_s']:.1f}",
+                      f"{keeps_up:.3f}×", str(r["backlog_when_load_ended"]),
+                      "-" if p50 is None else f"{p50:.0f}", "-" if p99 is None else f"{p99:.0f}",
+                      f"{goal} → {'met' if met else 'missed'}")
+    return table
+
+
+@contextlib.contextmanager
+def checkout(ref: str | None, logs: Path) -> Iterator[list[App]]:
+    """This checkout's app, and with `ref` that commit's beside it (a git worktree, removed afterwards)."""
+    here = App("this checkout", ROOT)
+    if not ref:
+        yield [here]
+        return
+    folder = logs / f"app-{ref.replace('/', '-')}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), ref], check=True,
+                   capture_output=True)
+    try:
+        yield [App(ref, folder), here]
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=True,
+                       capture_output=True)
+
+
+def main(seconds: float = 10.0, processor_seconds: float = 20.0, rates: tuple[float, ...] = (100.0, 400.0),
+         against: str | None = None) -> int:
+    console = Console(width=170)
     logs = Path(tempfile.mkdtemp(prefix="metalmart-bench-"))
     broker = KafkaBroker(logs).start()
     pg = Postgres(logs).start()
     try:
-        table, created = creation(broker, pg, logs, seconds)
-        console.print(table)
-        default = processing(broker, pg, logs, 100, processor_seconds, 256)
-        one = processing(broker, pg, logs, 100, processor_seconds, 1)
+        with checkout(against, logs) as apps:
+            table, cpu, created = creation(broker, pg, logs, seconds, apps)
+            console.print(table)
+            console.print(cpu)
+            processed = [(app, processing(broker, pg, logs, rate, processor_seconds, app))
+                         for rate in rates for app in apps]
     finally:
         pg.stop()
         broker.remove()
-    table = Table(title=f"processor, demo mode (0.6 s of work an order), 100 orders/s for {processor_seconds:g} s; "
-                        "overhead = created → shipped minus the 0.6 s of work, from the orders' history")
-    for col in ("concurrency", "orders sent", "backlog when load ended", "shipped/s", "created→shipped p50 s",
-                "created→shipped p99 s", "overhead p50 ms", "overhead p99 ms", "goal (≤50 / ≤150 ms)"):
-        table.add_column(col, justify="right")
-    for name, r in (("256 (default)", default), ("1 (sequential)", one)):
-        p50 = r["created_to_shipped_p50_s"]
-        p99 = r["created_to_shipped_p99_s"]
-        over = [None if v is None else (v - WORK_S) * 1000 for v in (p50, p99)]
-        met = r is default and None not in over and over[0] <= 50 and over[1] <= 150
-        table.add_row(name, str(r["sent"]), str(r["backlog_when_load_ended"]), f"{r['shipped_per_s']:.1f}",
-                      f"{p50:.2f}" if p50 is not None else "-", f"{p99:.2f}" if p99 is not None else "-",
-                      *(f"{o:.0f}" if o is not None else "-" for o in over),
-                      ("met" if met else "missed") if r is default else "(backlog: not a latency cell)")
-    console.print(table)
-    ratio = default["shipped_per_s"] / max(0.001, one["shipped_per_s"])
-    console.print(f"default ÷ sequential throughput: {ratio:.0f}×; goal: backlog under 2 s of work (200 orders) "
-                  f"at 100/s → {'met' if default['backlog_when_load_ended'] < 200 else 'missed'}")
-    console.print(json.dumps({"creation": created, "processor_default": default, "processor_sequential": one}))
+    console.print(processing_table(processed, processor_seconds))
+    console.print(json.dumps({"creation": created,
+                              "processor": [{"app": app.label, **r} for app, r in processed]}))
     return 0

@@ -27,12 +27,32 @@ def load(c: Context, seconds: float = 10.0, rates: str = "2000,5000,10000") -> N
     main(float(seconds), chosen)
 
 
-@task(help={"seconds": "length of each creation cell (10)", "processor_seconds": "length of the processor runs (20)"})
-def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0) -> None:
-    """Order creation at 8/32/128 clients on PostgreSQL, and the processor at 100 orders/s (default vs 1)."""
-    from benchmarks.pipeline_bench import main
+@task(help={"seconds": "length of each creation cell (10)", "processor_seconds": "seconds of load a processor row (20)",
+            "rates": "the processor's rates in orders/s, comma-separated (100,400: the extreme preset and 4×)",
+            "against": "a git ref whose app runs beside this checkout's in the same run, e.g. --against main"})
+def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0, rates: str = "100,400",
+             against: str | None = None) -> None:
+    """Order creation beside pgbench (hey as the client), its CPU by stage, the processor at --rates.
 
-    main(float(seconds), float(processor_seconds))
+    Installs hey and PostgreSQL from Debian's packages when missing (scripts/ensure-bench-deps.sh)."""
+    import subprocess
+
+    from benchmarks.pipeline_bench import main
+    from demokit.targets import ROOT
+
+    try:
+        chosen = tuple(float(r) for r in rates.split(","))
+    except ValueError:
+        raise UserError(f"--rates must be numbers separated by commas (got {rates!r}); e.g. --rates 100,400",
+                        USAGE) from None
+    if seconds < 1 or processor_seconds < 1 or not chosen or min(chosen) <= 0:
+        raise UserError("--seconds and --processor-seconds must be at least 1, --rates above 0; e.g. --rates 100,400",
+                        USAGE)
+    if against and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{against}^{{commit}}"],
+                                  capture_output=True).returncode != 0:
+        raise UserError(f"--against {against}: no such commit here; e.g. --against main or --against HEAD~3", USAGE)
+    c.run(f"bash {ROOT / 'scripts' / 'ensure-bench-deps.sh'}", pty=False)
+    main(float(seconds), float(processor_seconds), chosen, against)
 
 
 @task(help={"target": "a running local target (local)", "rounds": "snapshots to time (20)"})

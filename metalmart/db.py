@@ -34,6 +34,7 @@ class UniqueViolation(Exception):
 class Tx(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]: ...
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
@@ -101,6 +102,17 @@ def ddl(dialect: str, statements: Sequence[str]) -> list[str]:
 class _PgTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+
+    async def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        """Each statement's first row (or None), in order: all sent before any answer is read (psycopg's pipeline
+        mode), so many statements cost one round trip; each still sees the ones before it."""
+        if len(statements) == 1:
+            return [await self.fetchone(*statements[0])]
+        cursors = []
+        async with self._conn.pipeline():
+            for sql, params in statements:
+                cursors.append(await self._conn.execute(sql.replace("?", "%s"), params))
+        return [await cur.fetchone() if cur.description is not None else None for cur in cursors]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         from psycopg import errors
@@ -180,6 +192,9 @@ class PostgresDatabase:
 class _SqliteTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+
+    async def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        return [await self.fetchone(sql, params) for sql, params in statements]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         import sqlite3

@@ -509,9 +509,9 @@ class OrderStore:
         order = sorted(range(len(steps)), key=lambda i: steps[i].order_id)
         try:
             async with self.db.transaction() as tx:
-                done = [await self._step(tx, steps[i]) for i in order]
-                changed = [(steps[i].order_id, steps[i].status, steps[i].label, steps[i].topic, stamp)
-                           for i, (result, stamp) in zip(order, done, strict=True)
+                done = await self._steps(tx, [steps[i] for i in order])
+                changed = [(step.order_id, step.status, step.label, step.topic, stamp)
+                           for step, (result, stamp) in zip((steps[i] for i in order), done, strict=True)
                            if not isinstance(result, Exception) and result[1]]
                 if changed:
                     await tx.insert_many(
@@ -534,30 +534,41 @@ class OrderStore:
         except Exception as exc:  # this step's own failure, answered to its own request
             return exc
 
-    async def _step(self, tx: Tx, step: _Step) -> tuple[tuple[dict[str, Any], bool] | Exception, str]:
-        """One status change inside the shared transaction: the order as it is after it and whether it moved, or
-        the reason it did not (NotFound, StatusConflict), which fails only its own request."""
+    async def _steps(self, tx: Tx, steps: list[_Step]
+                     ) -> list[tuple[tuple[dict[str, Any], bool] | Exception, str]]:
+        """The status changes inside the shared transaction, in order: per step the order as it is after it and
+        whether it moved, or the reason it did not (NotFound, StatusConflict), which fails only its own request.
+        Every step's conditional UPDATE goes at once (one round trip on PostgreSQL); the orders a step did not move
+        are read after."""
+        if len(steps) > 1 and len({step.order_id for step in steps}) < len(steps):
+            # One order twice (a message redelivered beside its next step): each step sees the one before it.
+            return [result for step in steps for result in await self._steps(tx, [step])]
         stamp = now_iso()
-        allowed = _PREDECESSORS[step.status]
-        row = None
-        if allowed:
+        updates = []
+        for step in steps:
+            allowed = _PREDECESSORS[step.status] or ("",)  # "pending" follows nothing: no row matches ""
             marks = ", ".join("?" for _ in allowed)
-            update = ("UPDATE orders SET status = ?, updated_at = ?,"
-                      " processed_by = COALESCE(?, processed_by), source_topic = COALESCE(?, source_topic)"
-                      f" WHERE id = ? AND status IN ({marks})")
-            params = (step.status, stamp, step.label, step.topic, step.order_id, *allowed)
-            if self.db.dialect == "postgresql":  # the row as it is now, in the same round trip
-                row = await tx.fetchone(update + " RETURNING *", params)
-            elif await tx.execute(update, params):
-                row = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (step.order_id,))
-        if row is not None:
-            return (order_view(row), True), stamp
-        row = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (step.order_id,))
-        if row is None:
-            return NotFound(step.order_id), stamp
-        if row["status"] != step.status:
-            return StatusConflict(row["status"], step.status), stamp
-        return (order_view(row), False), stamp
+            updates.append((
+                "UPDATE orders SET status = ?, updated_at = ?,"
+                " processed_by = COALESCE(?, processed_by), source_topic = COALESCE(?, source_topic)"
+                f" WHERE id = ? AND status IN ({marks}) RETURNING *",
+                (step.status, stamp, step.label, step.topic, step.order_id, *allowed)))
+        moved = await tx.fetch_each(updates)
+        unmoved = [i for i, row in enumerate(moved) if row is None]
+        current = dict(zip(unmoved, await tx.fetch_each(
+            [("SELECT * FROM orders WHERE id = ?", (steps[i].order_id,)) for i in unmoved]), strict=True))
+        results: list[tuple[tuple[dict[str, Any], bool] | Exception, str]] = []
+        for i, step in enumerate(steps):
+            row = moved[i]
+            if row is not None:
+                results.append(((order_view(row), True), stamp))
+            elif (now := current[i]) is None:
+                results.append((NotFound(step.order_id), stamp))
+            elif now["status"] != step.status:
+                results.append((StatusConflict(now["status"], step.status), stamp))
+            else:
+                results.append(((order_view(now), False), stamp))
+        return results
 
     async def stats(self) -> dict[str, Any]:
         async with self.db.transaction() as tx:

@@ -36,9 +36,11 @@ RUN = [sys.executable, str(ROOT / "tasks.py")]
 class Proc:
     """A child process with its output in a log file; stopped with SIGTERM (then SIGKILL) at the end."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None, log_dir: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None, log_dir: Path,
+                 cwd: Path = ROOT) -> None:
         self.name = name
         self.argv = argv
+        self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.popen: subprocess.Popen[bytes] | None = None
@@ -46,7 +48,7 @@ class Proc:
     def start(self) -> Proc:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.popen = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      cwd=str(ROOT))
+                                      cwd=str(self.cwd))
         return self
 
     def alive(self) -> bool:
@@ -71,8 +73,9 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def service(name: str, env: dict[str, str], log_dir: Path) -> Proc:
-    return Proc(name, [sys.executable, "-m", "metalmart", name], env, log_dir)
+def service(name: str, env: dict[str, str], log_dir: Path, app_dir: Path = ROOT) -> Proc:
+    """A MetalMart service; `app_dir` is the checkout whose `metalmart` it runs (a benchmark's other side)."""
+    return Proc(name, [sys.executable, "-m", "metalmart", name], env, log_dir, cwd=app_dir)
 
 
 class TansuBroker:
@@ -386,8 +389,10 @@ class AppStack:
     """The order service and the processor against one database and topic."""
 
     def __init__(self, bootstrap: str, database_url: str, log_dir: Path, demo: bool = True,
-                 concurrency: int = 256, partitions: int = 3, order_env: dict[str, str] | None = None) -> None:
+                 concurrency: int = 256, partitions: int = 3, order_env: dict[str, str] | None = None,
+                 app_dir: Path = ROOT) -> None:
         self.bootstrap = bootstrap
+        self.app_dir = app_dir
         self.database_url = database_url
         self.topic = new_topic(bootstrap, partitions)
         self.group = f"processor-{uuid.uuid4().hex[:6]}"
@@ -395,12 +400,12 @@ class AppStack:
         self.base = f"http://127.0.0.1:{self.order_port}"
         common = {"KAFKA_BROKERS": bootstrap, "KAFKA_TOPIC": self.topic, "DATABASE_URL": database_url}
         self.order_env = {**common, "KAFKA_SESSION_TIMEOUT_MS": "6000", **(order_env or {})}
-        self.order = service("order", {**self.order_env, "PORT": str(self.order_port)}, log_dir)
+        self.order = service("order", {**self.order_env, "PORT": str(self.order_port)}, log_dir, app_dir)
         self.processor_env = {**common, "KAFKA_GROUP_ID": self.group, "ORDER_SERVICE_URL": self.base,
                               "DEMO_MODE": "true" if demo else "false", "PROCESSOR_CONCURRENCY": str(concurrency),
                               "KAFKA_SESSION_TIMEOUT_MS": "6000", "PORT": str(free_port())}
         self.log_dir = log_dir
-        self.processor = service("processor", self.processor_env, log_dir)
+        self.processor = service("processor", self.processor_env, log_dir, app_dir)
 
     def start(self, processor: bool = True) -> AppStack:
         self.order.start()
@@ -417,7 +422,7 @@ class AppStack:
         return proc, f"http://127.0.0.1:{port}"
 
     def start_processor(self) -> Proc:
-        self.processor = service("processor", self.processor_env, self.log_dir).start()
+        self.processor = service("processor", self.processor_env, self.log_dir, self.app_dir).start()
         port = self.processor_env["PORT"]
         until(lambda: http_ok(f"http://127.0.0.1:{port}/ready"), 30, "processor joined its group")
         return self.processor
