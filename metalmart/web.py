@@ -101,6 +101,16 @@ def add_probes(app: web.Application, checks: dict[str, Check], reports: dict[str
     app.router.add_get(probe("ready"), ready)
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (libuv: the loop, its sockets and its timers in C, a fraction of asyncio's cost an HTTP
+    request), or asyncio's own where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def serve(app: web.Application | Callable[[], web.Application], port: int, workers: int = 1) -> None:
     """Run until SIGTERM or SIGINT; aiohttp runs the app's cleanup hooks on the way out. With `workers` > 1 (an app
     factory), that many processes share the port (SO_REUSEPORT: the kernel spreads the connections) under this
@@ -112,7 +122,7 @@ def serve(app: web.Application | Callable[[], web.Application], port: int, worke
     if workers <= 1:
         web.run_app(app() if callable(app) and not isinstance(app, web.Application) else app, host=bind_host(),
                     port=port, print=None, handle_signals=True, access_log=None, shutdown_timeout=5.0,
-                    reuse_port=False)
+                    reuse_port=False, loop=new_event_loop())
         return
     assert callable(app) and not isinstance(app, web.Application), "workers need an app factory"
     children: list[int] = []
@@ -122,7 +132,7 @@ def serve(app: web.Application | Callable[[], web.Application], port: int, worke
             code = 1
             try:
                 web.run_app(app(), host=bind_host(), port=port, print=None, handle_signals=True, access_log=None,
-                            shutdown_timeout=5.0, reuse_port=True)
+                            shutdown_timeout=5.0, reuse_port=True, loop=new_event_loop())
                 code = 0
             except BaseException:
                 log.exception("order service worker failed")
