@@ -23,7 +23,7 @@ from metalmart.orders import (
 from metalmart.outbox import OutboxRelay
 from metalmart.reconcile import Reconciler
 from metalmart.settings import OrderSettings
-from metalmart.web import MAX_BODY, OPENER, add_probes, database_unavailable, error, read_json
+from metalmart.web import MAX_BODY, OPENER, add_probes, database_unavailable, error, json_response, read_json
 
 log = logging.getLogger("metalmart.order")
 
@@ -42,7 +42,7 @@ async def create_order(request: web.Request) -> web.Response:
         new = dataclasses.replace(new, session_key=session)
     order = await request.app[STORE].create(new)
     request.app[RELAY].wake()
-    return web.json_response(order, status=201)
+    return json_response(order, status=201)
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -50,7 +50,7 @@ async def list_orders(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", "100")), 1000))
     except ValueError:
         return error(400, "limit must be a whole number", "limit")
-    return web.json_response(await request.app[STORE].list(request.query.get("email"), limit))
+    return json_response(await request.app[STORE].list(request.query.get("email"), limit))
 
 
 async def get_order(request: web.Request) -> web.Response:
@@ -59,7 +59,7 @@ async def get_order(request: web.Request) -> web.Response:
     except NotFound:
         return error(404, "order not found", "id")
     order["history"] = await request.app[STORE].history(order["id"])
-    return web.json_response(order)
+    return json_response(order)
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -67,7 +67,7 @@ async def get_status(request: web.Request) -> web.Response:
         order = await request.app[STORE].get(request.match_info["id"])
     except NotFound:
         return error(404, "order not found", "id")
-    return web.json_response({"id": order["id"], "status": order["status"], "processed_by": order["processed_by"]})
+    return json_response({"id": order["id"], "status": order["status"], "processed_by": order["processed_by"]})
 
 
 async def put_status(request: web.Request) -> web.Response:
@@ -85,8 +85,8 @@ async def put_status(request: web.Request) -> web.Response:
     except NotFound:
         return error(404, "order not found", "id")
     except StatusConflict as exc:
-        return web.json_response({"error": str(exc), "field": "status", "current": exc.current}, status=409)
-    return web.json_response({"id": order["id"], "status": order["status"], "changed": changed,
+        return json_response({"error": str(exc), "field": "status", "current": exc.current}, status=409)
+    return json_response({"id": order["id"], "status": order["status"], "changed": changed,
                               "processed_by": order["processed_by"]})
 
 
@@ -96,7 +96,7 @@ async def track(request: web.Request) -> web.Response:
     except NotFound:
         return error(404, "no order with that tracking token", "token")
     order["history"] = await request.app[STORE].history(order["id"])
-    return web.json_response(order)
+    return json_response(order)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -104,7 +104,7 @@ async def stats(request: web.Request) -> web.Response:
     body["published"] = request.app[RELAY].published
     body["outbox_delivery_failures"] = request.app[RELAY].failed_attempts
     body["group_commit"] = request.app[STORE].group_commit()
-    return web.json_response(body)
+    return json_response(body)
 
 
 class KafkaChecks:

@@ -10,8 +10,10 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from metalmart.db import Opener, Unavailable
@@ -20,11 +22,22 @@ from metalmart.services import probe
 log = logging.getLogger("metalmart.web")
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """`data` as a JSON answer, written by orjson (C: a fraction of the standard library's cost a request)."""
+    return web.Response(body=orjson.dumps(data, default=_default), status=status, content_type="application/json")
+
+
 def error(status: int, message: str, field: str | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if field:
         body["field"] = field
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
 
 
 MAX_BODY = 1024 * 1024  # bytes a JSON API accepts in one request
@@ -39,6 +52,10 @@ async def read_json(request: web.Request) -> Any:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_BODY, actual_size=request.content_length or 0, content_type="application/json",
             text=json.dumps({"error": f"body is larger than {MAX_BODY} bytes", "field": "body"})) from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses and Python's parser may take (an integer beyond 64 bits, NaN): asked again below
     try:
         return json.loads(raw)
     except RecursionError:
@@ -88,14 +105,14 @@ def add_probes(app: web.Application, checks: dict[str, Check], reports: dict[str
     reports = reports or {}
 
     async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def ready(_: web.Request) -> web.Response:
         failures, degraded = await asyncio.gather(_failures(checks), _failures(reports))
         extra = {"degraded": degraded} if degraded else {}
         if failures:
-            return web.json_response({"status": "not ready", "failed": failures, **extra}, status=503)
-        return web.json_response({"status": "ready", "checked": sorted(checks), **extra})
+            return json_response({"status": "not ready", "failed": failures, **extra}, status=503)
+        return json_response({"status": "ready", "checked": sorted(checks), **extra})
 
     app.router.add_get(probe("health"), health)
     app.router.add_get(probe("ready"), ready)
