@@ -38,7 +38,7 @@ def _hey() -> str:
     found = shutil.which("hey")
     if not found:
         raise SystemExit("hey is missing: apt-get install hey (./run bench.pipeline installs it: "
-                         "scripts/ensure-bench-deps.sh)")
+                         "scripts/ensure-test-deps.sh)")
     return found
 
 
@@ -59,7 +59,7 @@ def hey(url: str, clients: int, seconds: float, logs: Path) -> dict[str, Any]:
         raise SystemExit(f"hey sent nothing: {done.stderr.strip()[-400:] or done.stdout[-400:]}")
     ok = sorted(float(r[0]) * 1000 for r in rows if r[6] == "201")
     span = max(float(r[7]) + float(r[0]) for r in rows)
-    return {"rate": len(ok) / span, "errors": len(rows) - len(ok),
+    return {"rate": len(ok) / span, "orders": len(ok), "errors": len(rows) - len(ok),
             "p50": ok[len(ok) // 2] if ok else float("nan"),
             "p99": ok[min(len(ok) - 1, int(len(ok) * 0.99))] if ok else float("nan")}
 

@@ -34,7 +34,7 @@ def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0,
              against: str | None = None) -> None:
     """Order creation beside pgbench (hey as the client), its CPU by stage, the processor at --rates.
 
-    Installs hey and PostgreSQL from Debian's packages when missing (scripts/ensure-bench-deps.sh)."""
+    Installs hey, PostgreSQL and Java from Debian's packages when missing (scripts/ensure-test-deps.sh)."""
     import subprocess
 
     from benchmarks.pipeline_bench import main
@@ -51,7 +51,7 @@ def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0,
     if against and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{against}^{{commit}}"],
                                   capture_output=True).returncode != 0:
         raise UserError(f"--against {against}: no such commit here; e.g. --against main or --against HEAD~3", USAGE)
-    c.run(f"bash {ROOT / 'scripts' / 'ensure-bench-deps.sh'}", pty=False)
+    c.run(f"bash {ROOT / 'scripts' / 'ensure-test-deps.sh'}", pty=False)
     main(float(seconds), float(processor_seconds), chosen, against)
 
 

@@ -3,13 +3,15 @@
 # order service's tests), Chromium (the storefront's browser test), Java 17 (Apache Kafka, the tests' broker),
 # Buildah, Podman with runc and debootstrap (the app image built for real over a stand-in base, and run),
 # qemu-user-static with binfmt-support (the same build for linux/arm64, where the kernel allows it), and containerd,
-# the CNI plugins, iptables and conntrack (the test cluster's real node). Nothing is started here; the tests start
-# private instances on 127.0.0.1.
+# the CNI plugins, iptables and conntrack (the test cluster's real node), and hey (the HTTP client bench.pipeline
+# drives the order service with, beside pgbench). Nothing is started here; the tests start private instances on
+# 127.0.0.1. `./run test` and `./run bench.pipeline` run it.
 set -euo pipefail
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v hey >/dev/null || missing+=(hey)
 # Java for Apache Kafka, the tests' broker (its jars come from Maven Central; demokit/kafka/apache.py).
 command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jre-headless)
 for tool in buildah podman runc debootstrap; do
