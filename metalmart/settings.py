@@ -121,7 +121,7 @@ class ProcessorSettings:
     group_id: str = field(default_factory=lambda: env_str("KAFKA_GROUP_ID", "order-processor"))
     order_service_url: str = field(default_factory=lambda: env_str("ORDER_SERVICE_URL", local_url("order")))
     demo_mode: bool = field(default_factory=lambda: env_bool("DEMO_MODE", False))
-    concurrency: int = field(default_factory=lambda: env_int("PROCESSOR_CONCURRENCY", 256, 1))
+    concurrency: int = field(default_factory=lambda: env_int("PROCESSOR_CONCURRENCY", 1024, 1))
     session_timeout_ms: int = field(default_factory=lambda: env_int("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000))
     max_poll_interval_ms: int = field(default_factory=lambda: env_int(
         "KAFKA_MAX_POLL_INTERVAL_MS", DEBUGGED_MAX_POLL_INTERVAL_MS if debugger_attached() else MAX_POLL_INTERVAL_MS,

@@ -389,7 +389,7 @@ class AppStack:
     """The order service and the processor against one database and topic."""
 
     def __init__(self, bootstrap: str, database_url: str, log_dir: Path, demo: bool = True,
-                 concurrency: int = 256, partitions: int = 3, order_env: dict[str, str] | None = None,
+                 concurrency: int = 1024, partitions: int = 3, order_env: dict[str, str] | None = None,
                  app_dir: Path = ROOT) -> None:
         self.bootstrap = bootstrap
         self.app_dir = app_dir
