@@ -378,7 +378,7 @@ class OrderStore:
         raise AssertionError("unreachable")
 
     async def _insert(self, prepared: list[_Prepared]) -> list[dict[str, Any]]:
-        async with self.db.transaction() as tx:
+        async with self.db.writes() as tx:
             await tx.insert_many(
                 "INSERT INTO orders (id, order_number, customer_email, customer_name, shipping_address, items,"
                 " total_cents, status, tracking_token, reservation_id, created_at, updated_at)",
