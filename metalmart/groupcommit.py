@@ -1,7 +1,8 @@
 """Group commit: requests that arrive while a commit is in flight share the next transaction.
 
-There is no window to wait out: the first request starts a commit at once; whoever arrives meanwhile waits for it to
-finish and goes in the next one, together. One request alone costs what it always did; many at once cost one commit
+There is no window to wait out: the first request starts a commit at once; whoever arrives meanwhile goes in a
+second transaction beside it, and whoever arrives while both are in flight waits for one of them to finish and goes
+in the next, together. One request alone costs what it always did; many at once cost one commit
 between them. Each is answered only after its own transaction committed, and `flush` reports a result or an error
 per item, so one bad item fails only its own request.
 """
@@ -19,11 +20,13 @@ Flush = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, flush: Flush[T, R], max_batch: int = 256) -> None:
+    def __init__(self, flush: Flush[T, R], max_batch: int = 256, parallel: int = 2) -> None:
         self._flush = flush
         self._max = max_batch
+        self._parallel = parallel
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._running = 0  # transactions being built or committed now
+        self._drainers: set[asyncio.Task[None]] = set()  # held so that a running one is never collected
         self.batches = 0  # transactions committed (or tried), for the stats
         self.items = 0
 
@@ -31,8 +34,11 @@ class GroupCommit(Generic[T, R]):
         """`item` in the next transaction; its result once that committed, or its own error."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._drainer is None:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        if self._running < self._parallel:
+            self._running += 1
+            drainer = asyncio.get_running_loop().create_task(self._drain())
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
         # A request that goes away (its client left) cancels only its wait: its item stays in the transaction it is
         # part of, and the result is the same whether anyone hears it.
         return await future
@@ -62,4 +68,4 @@ class GroupCommit(Generic[T, R]):
                     future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
             raise
         finally:
-            self._drainer = None
+            self._running -= 1  # at once, not in a callback: a request arriving now starts a transaction of its own
