@@ -379,25 +379,30 @@ class OrderProcessor:
     # ---- Order side -------------------------------------------------------------------------------------------
 
     async def ship(self, order_id: str, topic: str) -> None:
+        """Step the order on from where it stands: each step is one PUT, and the order service's answer says where
+        the order is (a 409 names it when it is further along already: someone else took that step), so no read
+        comes first and a redelivered order costs no more calls than a new one."""
         headers = {"X-Processor-Source": processor_source(topic, self.settings.split_topic_format),
                    "X-Kafka-Topic": topic}
-        current = await self._call("GET", order_id, headers)
-        if current not in PIPELINE:
-            raise GiveUp(f"order is {current}; nothing to do")
+        current = "pending"
         stepped = False
         for target, delay in zip(STEPS, self.settings.step_delays, strict=True):
             if PIPELINE.index(current) >= PIPELINE.index(target):
                 continue
             await asyncio.sleep(delay)
-            current = await self._call("PUT", order_id, headers, target)
-            stepped = True
+            current, changed = await self._call("PUT", order_id, headers, target)
+            stepped = stepped or changed
+            if current not in PIPELINE:
+                raise GiveUp(f"order is {current}; nothing to do")
         if stepped:
             self.counters.shipped += 1
         else:
             self.counters.already_done += 1
 
-    async def _call(self, method: str, order_id: str, headers: dict[str, str], status: str | None = None) -> str:
-        """GET or PUT an order's status with bounded retries; returns the status the order has afterwards."""
+    async def _call(self, method: str, order_id: str, headers: dict[str, str], status: str | None = None
+                    ) -> tuple[str, bool]:
+        """PUT (or GET) an order's status with bounded retries: the status the order has afterwards, and whether
+        this call moved it."""
         url = f"{self.settings.order_service_url}/api/orders/{order_id}/status"
         assert self._http is not None
         try:
@@ -413,7 +418,7 @@ class OrderProcessor:
             raise GiveUp(f"order service kept failing: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def _once(self, method: str, url: str, headers: dict[str, str], status: str | None) -> str:
+    async def _once(self, method: str, url: str, headers: dict[str, str], status: str | None) -> tuple[str, bool]:
         assert self._http is not None
         try:
             async with self._http.request(
@@ -425,10 +430,10 @@ class OrderProcessor:
                 if resp.status == 404:
                     raise GiveUp("the order service does not know this order")
                 if resp.status == 409:
-                    return str(body.get("current"))  # already further along: someone else took this step
+                    return str(body.get("current")), False  # already further along: someone else took this step
                 if resp.status >= 400:
                     raise GiveUp(f"{method} {url} answered {resp.status}: {body}")
-                return str(body["status"])
+                return str(body["status"]), bool(body.get("changed", False))
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
             raise TransientError(f"{method} {url}: {type(exc).__name__} {exc}") from exc
 
