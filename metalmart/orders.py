@@ -312,6 +312,10 @@ class _Prepared:
         return cls(order, values, stamp, new.session_key)
 
 
+# What a status change answers with: the order's id, its status and who processed it.
+_STEPPED = "id, status, processed_by"
+
+
 @dataclass(frozen=True)
 class _Step:
     """A status change asked for: the order, the status, who processed it (`processed_by_label`), from which topic."""
@@ -495,9 +499,9 @@ class OrderStore:
     async def set_status(
         self, order_id: str, status: str, source: str | None = None, topic: str | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """Move an order forward. Returns (order, changed); the same status again is a no-op, so redelivered
-        messages cannot step an order twice; a step backwards raises StatusConflict. Changes asked for together
-        share one transaction (metalmart.groupcommit)."""
+        """Move an order forward. Returns ({id, status, processed_by}, changed); the same status again is a no-op, so
+        redelivered messages cannot step an order twice; a step backwards raises StatusConflict. Changes asked for
+        together share one transaction (metalmart.groupcommit)."""
         if status not in STATUSES:
             raise ValidationError("status", f"must be one of {', '.join(STATUSES)}")
         return await self._statuses.submit(_Step(order_id, status, processed_by_label(source), topic or None))
@@ -551,23 +555,23 @@ class OrderStore:
             updates.append((
                 "UPDATE orders SET status = ?, updated_at = ?,"
                 " processed_by = COALESCE(?, processed_by), source_topic = COALESCE(?, source_topic)"
-                f" WHERE id = ? AND status IN ({marks}) RETURNING *",
+                f" WHERE id = ? AND status IN ({marks}) RETURNING {_STEPPED}",
                 (step.status, stamp, step.label, step.topic, step.order_id, *allowed)))
         moved = await tx.fetch_each(updates)
         unmoved = [i for i, row in enumerate(moved) if row is None]
         current = dict(zip(unmoved, await tx.fetch_each(
-            [("SELECT * FROM orders WHERE id = ?", (steps[i].order_id,)) for i in unmoved]), strict=True))
+            [(f"SELECT {_STEPPED} FROM orders WHERE id = ?", (steps[i].order_id,)) for i in unmoved]), strict=True))
         results: list[tuple[tuple[dict[str, Any], bool] | Exception, str]] = []
         for i, step in enumerate(steps):
             row = moved[i]
             if row is not None:
-                results.append(((order_view(row), True), stamp))
+                results.append(((row, True), stamp))
             elif (now := current[i]) is None:
                 results.append((NotFound(step.order_id), stamp))
             elif now["status"] != step.status:
                 results.append((StatusConflict(now["status"], step.status), stamp))
             else:
-                results.append(((order_view(now), False), stamp))
+                results.append(((now, False), stamp))
         return results
 
     async def stats(self) -> dict[str, Any]:
