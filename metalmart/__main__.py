@@ -39,8 +39,10 @@ def _run(service: str, timeout: float) -> None:
         import asyncio
 
         from metalmart.processor import main
+        from metalmart.web import new_event_loop
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(main())
     elif service == "seed":
         import asyncio
 
