@@ -32,7 +32,7 @@ def producer_config(kafka: dict[str, str]) -> dict[str, Any]:
         **kafka,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
+        "linger.ms": 10,
         # The outbox keeps every event, so a delivery may time out early: the relay then sends it again.
         "message.timeout.ms": 10000,
         "reconnect.backoff.max.ms": 1000,
