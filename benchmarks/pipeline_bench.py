@@ -1,7 +1,7 @@
 """Benchmark of the app: order creation on PostgreSQL + the broker beside pgbench running the order service's own
 transaction on the same server (both driven closed-loop, the service by `hey`), where an order's CPU goes in the
 service (sampled with py-spy), and the processor in demo mode at the rates asked: how far created → shipped is above
-the work itself. With `against`, another checkout's app (a git ref) runs beside this one in the same run.
+the work itself. With `against`, other commits' apps (git refs) run beside this one in the same run.
 
 Everything runs here on 127.0.0.1: a private PostgreSQL, Apache Kafka, the real order service and processor.
 """
@@ -306,24 +306,22 @@ def processing_table(results: list[tuple[App, dict[str, Any]]], seconds: float) 
 
 
 @contextlib.contextmanager
-def checkout(ref: str | None, logs: Path) -> Iterator[list[App]]:
-    """This checkout's app, and with `ref` that commit's beside it (a git worktree, removed afterwards)."""
-    here = App("this checkout", ROOT)
-    if not ref:
-        yield [here]
-        return
-    folder = logs / f"app-{ref.replace('/', '-')}"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), ref], check=True,
-                   capture_output=True)
-    try:
-        yield [App(ref, folder), here]
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=True,
-                       capture_output=True)
+def checkout(refs: tuple[str, ...], logs: Path) -> Iterator[list[App]]:
+    """Each ref's app (a git worktree each, removed afterwards), then this checkout's."""
+    with contextlib.ExitStack() as stack:
+        apps = []
+        for ref in refs:
+            folder = logs / f"app-{len(apps)}-{ref.replace('/', '-').replace('~', '-')}"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), ref], check=True,
+                           capture_output=True)
+            stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)],
+                           check=True, capture_output=True)
+            apps.append(App(ref, folder))
+        yield [*apps, App("this checkout", ROOT)]
 
 
 def main(seconds: float = 10.0, processor_seconds: float = 20.0, rates: tuple[float, ...] = (100.0, 400.0),
-         against: str | None = None) -> int:
+         against: tuple[str, ...] = ()) -> int:
     console = Console(width=170)
     logs = Path(tempfile.mkdtemp(prefix="metalmart-bench-"))
     broker = KafkaBroker(logs).start()
@@ -338,7 +336,8 @@ def main(seconds: float = 10.0, processor_seconds: float = 20.0, rates: tuple[fl
     finally:
         pg.stop()
         broker.remove()
-    console.print(processing_table(processed, processor_seconds))
+    if processed:
+        console.print(processing_table(processed, processor_seconds))
     console.print(json.dumps({"creation": created,
                               "processor": [{"app": app.label, **r} for app, r in processed]}))
     return 0

@@ -29,9 +29,11 @@ def load(c: Context, seconds: float = 10.0, rates: str = "2000,5000,10000") -> N
 
 @task(help={"seconds": "length of each creation cell (10)", "processor_seconds": "seconds of load a processor row (20)",
             "rates": "the processor's rates in orders/s, comma-separated (100,400: the extreme preset and 4×)",
-            "against": "a git ref whose app runs beside this checkout's in the same run, e.g. --against main"})
+            "against": "git refs whose apps run beside this checkout's in the same run, comma-separated, e.g. "
+                       "--against main or --against HEAD~2,HEAD~1",
+            "processor": "also the processor at --rates (--no-processor: order creation and its CPU only)"})
 def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0, rates: str = "100,400",
-             against: str | None = None) -> None:
+             against: str | None = None, processor: bool = True) -> None:
     """Order creation beside pgbench (hey as the client), its CPU by stage, the processor at --rates.
 
     Installs hey, PostgreSQL and Java from Debian's packages when missing (scripts/ensure-test-deps.sh)."""
@@ -48,11 +50,13 @@ def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0,
     if seconds < 1 or processor_seconds < 1 or not chosen or min(chosen) <= 0:
         raise UserError("--seconds and --processor-seconds must be at least 1, --rates above 0; e.g. --rates 100,400",
                         USAGE)
-    if against and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{against}^{{commit}}"],
-                                  capture_output=True).returncode != 0:
-        raise UserError(f"--against {against}: no such commit here; e.g. --against main or --against HEAD~3", USAGE)
+    refs = tuple(r.strip() for r in (against or "").split(",") if r.strip())
+    for ref in refs:
+        if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                          capture_output=True).returncode != 0:
+            raise UserError(f"--against {ref}: no such commit here; e.g. --against main or --against HEAD~3", USAGE)
     c.run(f"bash {ROOT / 'scripts' / 'ensure-test-deps.sh'}", pty=False)
-    main(float(seconds), float(processor_seconds), chosen, against)
+    main(float(seconds), float(processor_seconds), chosen if processor else (), refs)
 
 
 @task(help={"target": "a running local target (local)", "rounds": "snapshots to time (20)"})
