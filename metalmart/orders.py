@@ -555,9 +555,14 @@ class OrderStore:
             updates.append((
                 "UPDATE orders SET status = ?, updated_at = ?,"
                 " processed_by = COALESCE(?, processed_by), source_topic = COALESCE(?, source_topic)"
-                f" WHERE id = ? AND status IN ({marks}) RETURNING {_STEPPED}",
+                f" WHERE id = ? AND status IN ({marks})",
                 (step.status, stamp, step.label, step.topic, step.order_id, *allowed)))
-        moved = await tx.fetch_each(updates)
+        if self.db.dialect == "postgresql":  # each moved order as it is now, in the same round trip
+            moved = await tx.fetch_each([(sql + f" RETURNING {_STEPPED}", params) for sql, params in updates])
+        else:  # SQLite in-process: no round trips to save, and RETURNING needs SQLite 3.35 (Ubuntu 20.04 has 3.31)
+            moved = [await tx.fetchone(f"SELECT {_STEPPED} FROM orders WHERE id = ?", (step.order_id,))
+                     if await tx.execute(sql, params) else None
+                     for step, (sql, params) in zip(steps, updates, strict=True)]
         unmoved = [i for i, row in enumerate(moved) if row is None]
         current = dict(zip(unmoved, await tx.fetch_each(
             [(f"SELECT {_STEPPED} FROM orders WHERE id = ?", (steps[i].order_id,)) for i in unmoved]), strict=True))
