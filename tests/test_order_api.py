@@ -153,11 +153,14 @@ async def test_orders_posted_together_share_commits_and_a_refused_one_fails_only
 
     from metalmart.order_service import STORE, build_app
     from metalmart.settings import KafkaSettings, OrderSettings
+    from metalmart.web import OPENER
 
     settings = OrderSettings(port=0, database_url=database_url,
                              kafka=KafkaSettings(brokers=broker.bootstrap, topic="group-commit"))
     app = build_app(settings)
     async with TestClient(TestServer(app)) as client:
+        # The schema first: a rule added while the service still migrates would race its CREATE statements.
+        await asyncio.wait_for(app[OPENER].ready.wait(), 60)
         store = app[STORE]
         async with store.db.transaction() as tx:
             for statement in _REFUSE[store.db.dialect]:
@@ -196,11 +199,13 @@ async def test_status_changes_asked_together_each_get_their_own_answer(broker: B
 
     from metalmart.order_service import STORE, build_app
     from metalmart.settings import KafkaSettings, OrderSettings
+    from metalmart.web import OPENER
 
     settings = OrderSettings(port=0, database_url=database_url,
                              kafka=KafkaSettings(brokers=broker.bootstrap, topic="group-status"))
     app = build_app(settings)
     async with TestClient(TestServer(app)) as client:
+        await asyncio.wait_for(app[OPENER].ready.wait(), 60)  # the service answers 503 until its schema is there
         created = [await (await client.post("/api/orders", json=order_body(f"s{i}@metalbear.com"))).json()
                    for i in range(12)]
         ids = [o["id"] for o in created]
