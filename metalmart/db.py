@@ -159,30 +159,28 @@ class PostgresDatabase:
     async def close(self) -> None:
         await self._pool.close()
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        import psycopg
-        from psycopg_pool import PoolTimeout
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        return self._transaction(pipelined=False)
 
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                yield _PgTx(conn)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise Unavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-
-    @contextlib.asynccontextmanager
-    async def writes(self) -> AsyncIterator[Tx]:
+    def writes(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """A transaction of writes whose answers nobody reads before the commit: BEGIN, every statement and COMMIT
         go to the server at once (psycopg's pipeline mode), one round trip instead of one each. A statement the
         server refuses fails the transaction at its end (a UniqueViolation still names its constraint)."""
+        return self._transaction(pipelined=True)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, pipelined: bool) -> AsyncIterator[Tx]:
         import psycopg
         from psycopg import errors
         from psycopg_pool import PoolTimeout
 
         try:
-            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            async with self._pool.connection() as conn, contextlib.AsyncExitStack() as stack:
+                if pipelined:
+                    await stack.enter_async_context(conn.pipeline())
+                await stack.enter_async_context(conn.transaction())
                 yield _PgTx(conn)
-        except errors.UniqueViolation as exc:
+        except errors.UniqueViolation as exc:  # raised at the commit, in pipeline mode
             raise UniqueViolation(exc.diag.constraint_name or str(exc)) from exc
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise Unavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
