@@ -11,6 +11,7 @@ import pytest
 
 from demokit import targets
 from demokit.config import render
+from demokit.kube import kubebuild
 from demokit.kube.controlplane import ControlPlane
 from demokit.probes import free_port, http_ok, until
 from tests import kube
@@ -99,6 +100,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres").new_database()
 
 
+# ---- mirrord's own verdict ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mirrord() -> Iterator[Any]:
+    """mirrord's own config and jq code (demokit/config/verdict.py), built from ../shared/mirrord/src-3.250.0 by
+    `./run test`'s setup (or here, once): skipped with the reason where it cannot be built."""
+    from demokit.config import verdict
+
+    why = verdict.unavailable()
+    if why:
+        pytest.skip(f"mirrord's own checker cannot be built: {why}")
+    with verdict.Verdict(verdict.build(lambda m: print(m, file=sys.stderr))) as running:
+        yield running
+
+
 # ---- what a target deploys, rendered by the roles --------------------------------------------------------------
 
 Rendered = tuple[list[dict[str, Any]], dict[str, Any]]
@@ -128,6 +144,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     """etcd, kube-apiserver, controller-manager, scheduler and kwok on 127.0.0.1 (built once, then cached)."""
     plane = ControlPlane(tmp_path_factory.mktemp("kube"), context=kube.CONTEXT)
     plane.start(lambda m: print(m, file=sys.stderr))
+    # The operator's chart is installed with the pinned Helm (./run test's setup builds it; here only when missing).
+    kubebuild.ensure(lambda m: print(m, file=sys.stderr), ("helm",))
     yield plane
     plane.stop(lambda _m: None)
 
