@@ -33,7 +33,7 @@ class UniqueViolation(Exception):
 
 class Tx(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None: ...
     async def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]: ...
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
@@ -75,17 +75,29 @@ class _PgLock:
         return True
 
 
-def values_statements(head: str, rows: Sequence[Sequence[Any]], most: int = 500
+def values_statements(head: str, rows: Sequence[Sequence[Any]], tail: str = "", most: int = 500
                       ) -> list[tuple[str, list[Any]]]:
-    """`INSERT INTO t (a, b)` and rows → statements of one multi-row VALUES each (at most `most` rows): many rows
-    in one statement and one round trip, in both dialects."""
+    """`INSERT INTO t (a, b)` and rows → statements of one multi-row VALUES each (at most `most` rows), each
+    followed by `tail` (an `ON CONFLICT …` clause): many rows in one statement and one round trip, in both
+    dialects."""
     statements = []
     for start in range(0, len(rows), most):
         chunk = rows[start : start + most]
         group = "(" + ", ".join("?" for _ in chunk[0]) + ")"
-        statements.append((f"{head} VALUES " + ", ".join(group for _ in chunk),
+        statements.append((f"{head} VALUES " + ", ".join(group for _ in chunk) + tail,
                            [value for row in chunk for value in row]))
     return statements
+
+
+class _Statements:
+    """What both dialects' transactions do the same way, on top of their own `execute`."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise NotImplementedError
+
+    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+        for sql, params in values_statements(head, rows, tail):
+            await self.execute(sql, params)
 
 
 # Column types that differ between the two dialects.
@@ -100,7 +112,7 @@ def ddl(dialect: str, statements: Sequence[str]) -> list[str]:
     return [s.format(**_TYPES[dialect]) for s in statements]
 
 
-class _PgTx:
+class _PgTx(_Statements):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
@@ -123,10 +135,6 @@ class _PgTx:
         except errors.UniqueViolation as exc:
             raise UniqueViolation(exc.diag.constraint_name or str(exc)) from exc
         return cur.rowcount
-
-    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None:
-        for sql, params in values_statements(head, rows):
-            await self.execute(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = await self._conn.execute(sql.replace("?", "%s"), params)
@@ -205,7 +213,7 @@ class PostgresDatabase:
                 await conn.close()
 
 
-class _SqliteTx:
+class _SqliteTx(_Statements):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
@@ -222,10 +230,6 @@ class _SqliteTx:
                 raise UniqueViolation(str(exc).rsplit(":", 1)[-1].strip()) from exc
             raise
         return cur.rowcount
-
-    async def insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None:
-        for sql, params in values_statements(head, rows):
-            await self.execute(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = await self._conn.execute(sql, params)

@@ -118,15 +118,13 @@ class OutboxRelay:
             chunk = acked[start : start + 500]
             ids = [outbox_id for outbox_id, _, _ in chunk]
             marks = ", ".join("?" for _ in chunk)
-            landed = [value for landing in chunk for value in landing]
             async with self.db.transaction() as tx:
                 await tx.execute(f"UPDATE outbox SET published_at = ? WHERE id IN ({marks})", (stamp, *ids))
                 # Where the record landed: the reconciler reads it back before it would publish the event again.
-                await tx.execute(
-                    "INSERT INTO outbox_landed (outbox_id, kafka_partition, kafka_offset) VALUES "
-                    + ", ".join("(?, ?, ?)" for _ in chunk)
-                    + " ON CONFLICT (outbox_id) DO UPDATE SET kafka_partition = excluded.kafka_partition,"
-                    " kafka_offset = excluded.kafka_offset, checked_at = NULL", landed)
+                await tx.insert_many(
+                    "INSERT INTO outbox_landed (outbox_id, kafka_partition, kafka_offset)", chunk,
+                    " ON CONFLICT (outbox_id) DO UPDATE SET kafka_partition = excluded.kafka_partition,"
+                    " kafka_offset = excluded.kafka_offset, checked_at = NULL")
         self._inflight.difference_update(outbox_id for outbox_id, _, _ in acked)
         self.published += len(acked)
 
