@@ -166,6 +166,8 @@ class OrderFactory:
         self.products = products
         self.people = identities(config.run_id)
         self.rng = random.Random(config.run_id)
+        # The session's marker as mirrord's browser extension sends it: W3C baggage `mirrord-session=KEY`.
+        self._marked = {**JSON, **sessions.marked(config.session_key)} if config.session_key else JSON
 
     def matches(self, i: int) -> bool:
         return _picked(i, self.config.match_ratio)
@@ -174,7 +176,7 @@ class OrderFactory:
         """The request's headers: JSON, and the `mirrord up` session's marker for the share --session-key asks."""
         key = self.config.session_key
         if key and _picked(i, self.config.session_share):
-            return {**JSON, "baggage": sessions.baggage(key)}
+            return self._marked
         return JSON
 
     def email(self, i: int, person: Identity) -> str:

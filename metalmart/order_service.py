@@ -11,13 +11,14 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
 from metalmart import db as dbmod
+from metalmart import sessions
 from metalmart.orders import (
     SCHEMA,
     NotFound,
     OrderStore,
     StatusConflict,
     ValidationError,
-    session_key,
+    trace_context,
     validate_new_order,
 )
 from metalmart.outbox import OutboxRelay
@@ -35,11 +36,11 @@ async def create_order(request: web.Request) -> web.Response:
     body = await read_json(request)
     try:
         new = validate_new_order(body)
-        session = session_key(request.headers.get("baggage"))
+        session, trace_headers = trace_context(request.headers)
     except ValidationError as exc:
         return error(422, exc.message, exc.field)
-    if session:
-        new = dataclasses.replace(new, session_key=session)
+    if session or trace_headers:
+        new = dataclasses.replace(new, session_key=session, trace_headers=trace_headers)
     order = await request.app[STORE].create(new)
     request.app[RELAY].wake()
     return json_response(order, status=201)
@@ -79,6 +80,7 @@ async def put_status(request: web.Request) -> web.Response:
         order, changed = await request.app[STORE].set_status(
             request.match_info["id"], status,
             source=request.headers.get("X-Processor-Source"), topic=request.headers.get("X-Kafka-Topic"),
+            routed=request.headers.get(sessions.ROUTED_HEADER),
         )
     except ValidationError as exc:
         return error(422, exc.message, exc.field)

@@ -7,7 +7,8 @@ import logging
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -71,10 +72,16 @@ SCHEMA = [
         kafka_offset {BIG} NOT NULL,
         checked_at TEXT
     )""",
-    # The `mirrord up` session an order was placed for (`baggage: mirrord-session=K` on its POST): its event carries
-    # the header `mirrord-session: K`, so mirrord routes it to that session. A table of its own: no column is added
-    # to a database a running demo already holds.
+    # The `mirrord up` session an order was placed for (`baggage: mirrord-session=K` on its POST; its event carries
+    # that baggage on, metalmart.sessions), for the counts per key. A table of its own: no column is added to a
+    # database a running demo already holds.
     """CREATE TABLE IF NOT EXISTS order_sessions (
+        order_id TEXT PRIMARY KEY,
+        session_key TEXT NOT NULL
+    )""",
+    # The mirrord session whose laptop processed an order: the key the operator stamped on the copy it routed there
+    # (`mirrord-key`, operator 3.233+), as the processor reported it.
+    """CREATE TABLE IF NOT EXISTS order_routed (
         order_id TEXT PRIMARY KEY,
         session_key TEXT NOT NULL
     )""",
@@ -159,12 +166,15 @@ class NewOrder:
     reservation_id: str
     total: Decimal
     session_key: str | None = None
+    # The request's W3C trace context and baggage (`baggage`, `traceparent`, `tracestate`), carried on into the
+    # event's Kafka headers: `mirrord up` routes on the baggage's `mirrord-session` entry.
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def session_key(baggage: str | None) -> str | None:
-    """The `mirrord up` session a request is for, from its `baggage` header (metalmart.sessions)."""
+def trace_context(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+    """The `mirrord up` session a request is for and the trace headers it carries on (metalmart.sessions)."""
     try:
-        return sessions.from_baggage(baggage)
+        return sessions.carried(headers)
     except ValueError as exc:
         raise ValidationError("baggage", str(exc)) from None
 
@@ -241,12 +251,16 @@ def order_view(row: Row) -> dict[str, Any]:
         "source_topic": row["source_topic"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        # The mirrord session whose laptop processed it, when the operator routed it there (its `mirrord-key`).
+        "processed_for_session": row.get("routed_session"),
     }
 
 
-def event_for(order: dict[str, Any], session: str | None = None) -> tuple[str, dict[str, Any], dict[str, str]]:
+def event_for(order: dict[str, Any], trace_headers: Mapping[str, str] | None = None
+              ) -> tuple[str, dict[str, Any], dict[str, str]]:
     """The `order.created` event: key, value and headers. The headers are what mirrord routes on: a session's
-    `customer_email` filter, and `mirrord-session` for `mirrord up`."""
+    `customer_email` filter, and for `mirrord up` the request's W3C baggage (`mirrord-session=K`) with its trace
+    context."""
     value = {
         "order_id": order["id"],
         "order_number": order["order_number"],
@@ -255,10 +269,18 @@ def event_for(order: dict[str, Any], session: str | None = None) -> tuple[str, d
         "status": order["status"],
         "created_at": order["created_at"],
     }
-    headers = {"customer_email": order["customer_email"]}
-    if session:
-        headers[sessions.HEADER] = session
+    headers = {"customer_email": order["customer_email"], **(trace_headers or {})}
     return order["id"], value, headers
+
+
+def carried_on(headers: Mapping[str, str]) -> dict[str, str]:
+    """The trace headers of an event already in the outbox, for its republish. An event written before the baggage
+    was carried on (its header `mirrord-session: K`) gets its session's baggage."""
+    kept = {name: value for name, value in headers.items() if name in sessions.CARRIED}
+    legacy = headers.get(sessions.ENTRY)
+    if legacy and "baggage" not in kept:
+        kept.update(sessions.marked(legacy, kept))
+    return kept
 
 
 def processed_by_label(source: str | None) -> str | None:
@@ -278,11 +300,12 @@ def new_order_number(stamp: str) -> str:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A new order as its rows: the API's view, the orders row's values, its session."""
+    """A new order as its rows: the API's view, the orders row's values, its session and trace headers."""
     order: dict[str, Any]
     row: tuple[Any, ...]
     stamp: str
     session: str | None
+    trace_headers: Mapping[str, str]
 
     @classmethod
     def of(cls, new: NewOrder) -> _Prepared:
@@ -309,7 +332,7 @@ class _Prepared:
         values = (row["id"], row["order_number"], new.customer_email, new.customer_name,
                   _json(new.shipping_address), _json(new.items), row["total_cents"], "pending",
                   row["tracking_token"], new.reservation_id, stamp, stamp)
-        return cls(order, values, stamp, new.session_key)
+        return cls(order, values, stamp, new.session_key, new.trace_headers)
 
 
 # What a status change answers with: the order's id, its status and who processed it.
@@ -323,6 +346,7 @@ class _Step:
     status: str
     label: str | None
     topic: str | None
+    routed: str | None = None  # the mirrord session the message was routed to (its `mirrord-key`)
 
 
 class OrderStore:
@@ -389,21 +413,16 @@ class OrderStore:
                 [p.row for p in prepared])
             await tx.insert_many("INSERT INTO order_status_history (order_id, status, at)",
                                  [(p.order["id"], "pending", p.stamp) for p in prepared])
-            sessions = [(p.order["id"], p.session) for p in prepared if p.session]
-            if sessions:
-                await tx.insert_many("INSERT INTO order_sessions (order_id, session_key)", sessions)
+            for_sessions = [(p.order["id"], p.session) for p in prepared if p.session]
+            if for_sessions:
+                await tx.insert_many("INSERT INTO order_sessions (order_id, session_key)", for_sessions)
             await tx.insert_many("INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at)",
-                                 [self._event_row(p.order, p.stamp, p.session) for p in prepared])
+                                 [self._event_row(p.order, p.stamp, p.trace_headers) for p in prepared])
         return [p.order for p in prepared]
 
-    def _event_row(self, order: dict[str, Any], stamp: str, session: str | None) -> tuple[Any, ...]:
-        key, value, headers = event_for(order, session)
+    def _event_row(self, order: dict[str, Any], stamp: str, trace_headers: Mapping[str, str]) -> tuple[Any, ...]:
+        key, value, headers = event_for(order, trace_headers)
         return (self.topic, key, json.dumps(value), json.dumps(headers), stamp)
-
-    async def _enqueue(self, tx: Tx, order: dict[str, Any], stamp: str, session: str | None) -> None:
-        """The order's `order.created` event into the outbox, for the relay to publish."""
-        await tx.execute("INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
-                         self._event_row(order, stamp, session))
 
     async def overdue(self, tx: Tx, published_before: str, limit: int | None = None,
                       max_republish: int | None = None, unchecked_since: str | None = None) -> list[Row]:
@@ -443,9 +462,13 @@ class OrderStore:
                     " AND updated_at < ?", (order_id, published_before))
                 if order is None:
                     continue  # it moved meanwhile
-                session = await tx.fetchone("SELECT session_key FROM order_sessions WHERE order_id = ?",
-                                            (order_id,))
-                await self._enqueue(tx, order_view(order), stamp, session["session_key"] if session else None)
+                # The event again with the trace headers of the last one: the session it was placed for still gets it.
+                last = await tx.fetchone("SELECT headers FROM outbox WHERE msg_key = ? ORDER BY id DESC LIMIT 1",
+                                         (order_id,))
+                trace_headers = carried_on(json.loads(last["headers"])) if last else {}
+                await tx.execute(
+                    "INSERT INTO outbox (topic, msg_key, msg_value, headers, created_at) VALUES (?, ?, ?, ?, ?)",
+                    self._event_row(order_view(order), stamp, trace_headers))
                 await tx.execute("INSERT INTO republished (order_id, reason, at) VALUES (?, ?, ?)",
                                  (order_id, reason, stamp))
                 done.append(order_id)
@@ -464,17 +487,17 @@ class OrderStore:
                                  (stamp, *chunk))
 
     async def get(self, order_id: str) -> dict[str, Any]:
-        async with self.db.transaction() as tx:
-            row = await tx.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
-        if row is None:
-            raise NotFound(order_id)
-        return order_view(row)
+        return await self._one("o.id = ?", order_id)
 
     async def by_token(self, token: str) -> dict[str, Any]:
+        return await self._one("o.tracking_token = ?", token)
+
+    async def _one(self, where: str, value: str) -> dict[str, Any]:
         async with self.db.transaction() as tx:
-            row = await tx.fetchone("SELECT * FROM orders WHERE tracking_token = ?", (token,))
+            row = await tx.fetchone("SELECT o.*, r.session_key AS routed_session FROM orders o"
+                                    f" LEFT JOIN order_routed r ON r.order_id = o.id WHERE {where}", (value,))
         if row is None:
-            raise NotFound(token)
+            raise NotFound(value)
         return order_view(row)
 
     async def history(self, order_id: str) -> list[dict[str, Any]]:
@@ -497,14 +520,19 @@ class OrderStore:
         return [order_view(r) for r in rows]
 
     async def set_status(
-        self, order_id: str, status: str, source: str | None = None, topic: str | None = None
+        self, order_id: str, status: str, source: str | None = None, topic: str | None = None,
+        routed: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Move an order forward. Returns ({id, status, processed_by}, changed); the same status again is a no-op, so
         redelivered messages cannot step an order twice; a step backwards raises StatusConflict. Changes asked for
-        together share one transaction (metalmart.groupcommit)."""
+        together share one transaction (metalmart.groupcommit). `routed`: the key of the mirrord session whose
+        copy of the message this step comes from (a session's processor, whatever its topic is called)."""
         if status not in STATUSES:
             raise ValidationError("status", f"must be one of {', '.join(STATUSES)}")
-        return await self._statuses.submit(_Step(order_id, status, processed_by_label(source), topic or None))
+        if routed is not None and sessions.key_problem(routed):
+            raise ValidationError(sessions.ROUTED_HEADER, sessions.key_problem(routed))
+        label = "mirrord" if routed else processed_by_label(source)
+        return await self._statuses.submit(_Step(order_id, status, label, topic or None, routed or None))
 
     async def _set_many(self, steps: list[_Step]) -> list[tuple[dict[str, Any], bool] | Exception]:
         """In one transaction, in the order asked (by order id, so two replicas' transactions take row locks in
@@ -520,6 +548,12 @@ class OrderStore:
                 if changed:
                     await tx.insert_many(
                         "INSERT INTO order_status_history (order_id, status, processed_by, source_topic, at)", changed)
+                routed = {step.order_id: step.routed for step, (result, _) in zip((steps[i] for i in order), done,
+                                                                                  strict=True)
+                          if step.routed and not isinstance(result, Exception) and result[1]}
+                if routed:
+                    await tx.insert_many("INSERT INTO order_routed (order_id, session_key)", list(routed.items()),
+                                         " ON CONFLICT (order_id) DO NOTHING")
         except Unavailable:
             raise
         except Exception as exc:
@@ -590,10 +624,11 @@ class OrderStore:
                 " WHERE status IN ('shipped', 'delivered') GROUP BY COALESCE(source_topic, ''), processed_by")
             pending = await tx.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
             republished = await tx.fetchone("SELECT COUNT(*) AS n FROM republished")
-            sessions = await tx.fetchall(
+            placed = await tx.fetchall(
                 "SELECT s.session_key, COUNT(*) AS n, SUM(CASE WHEN o.status IN ('shipped', 'delivered') THEN 1"
                 " ELSE 0 END) AS shipped FROM order_sessions s JOIN orders o ON o.id = s.order_id"
                 " GROUP BY s.session_key")
+            routed = await tx.fetchall("SELECT session_key, COUNT(*) AS n FROM order_routed GROUP BY session_key")
             overdue = await self.overdue(tx, self.overdue_cutoff())
         processed = {"cluster": 0, "mirrord": 0}
         processed.update({r["processed_by"]: int(r["n"]) for r in by_source})
@@ -611,7 +646,9 @@ class OrderStore:
             "overdue_after_s": self.overdue_after_s,
             # Orders placed for a `mirrord up` session, by its key.
             "by_session": {r["session_key"]: {"orders": int(r["n"]), "shipped": int(r["shipped"] or 0)}
-                           for r in sessions},
+                           for r in placed},
+            # Orders a session's laptop processed, by the key the operator stamped on the copies it routed there.
+            "processed_by_session": {r["session_key"]: int(r["n"]) for r in routed},
         }
 
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
-from metalmart import splittopics
+from metalmart import sessions, splittopics
 from metalmart.orders import PIPELINE
 from metalmart.services import probe
 from metalmart.settings import ProcessorSettings, bind_host, debugger_attached
@@ -370,20 +370,26 @@ class OrderProcessor:
             log.warning("skipping malformed message topic=%s partition=%d offset=%d: %s",
                         msg.topic(), msg.partition(), msg.offset(), exc)
             return
+        # A copy the mirrord operator routed to a session (3.233+) names the session's key: the order service records
+        # which session's laptop processed the order.
+        routed = headers.get(sessions.ROUTED)
         try:
-            await self.ship(order_id, msg.topic())
+            await self.ship(order_id, msg.topic(), routed if routed and not sessions.key_problem(routed) else None)
         except GiveUp as exc:
             self.counters.gave_up += 1
             log.error("giving up on order %s (offset %d): %s", order_id, msg.offset(), exc)
 
     # ---- Order side -------------------------------------------------------------------------------------------
 
-    async def ship(self, order_id: str, topic: str) -> None:
+    async def ship(self, order_id: str, topic: str, routed: str | None = None) -> None:
         """Step the order on from where it stands: each step is one PUT, and the order service's answer says where
         the order is (a 409 names it when it is further along already: someone else took that step), so no read
-        comes first and a redelivered order costs no more calls than a new one."""
+        comes first and a redelivered order costs no more calls than a new one. `routed`: the key of the mirrord
+        session the message was routed to."""
         headers = {"X-Processor-Source": processor_source(topic, self.settings.split_topic_format),
                    "X-Kafka-Topic": topic}
+        if routed:
+            headers[sessions.ROUTED_HEADER] = routed
         current = "pending"
         stepped = False
         for target, delay in zip(STEPS, self.settings.step_delays, strict=True):

@@ -1,15 +1,35 @@
-"""`mirrord up` sessions: an order placed with `baggage: mirrord-session=K` (W3C Baggage) carries the Kafka header
-`mirrord-session: K`, and mirrord routes it to the session whose key is K. Shared by the order service (which reads
-the marker), the load generator and the storefront (which send it)."""
+"""`mirrord up` sessions, as mirrord matches them: a request marked with the W3C baggage entry
+`mirrord-session=K` (what mirrord's browser extension adds) carries that baggage on into its `order.created` event's
+Kafka headers, `baggage: mirrord-session=K[,other entries]` (with `traceparent` beside it where the request had one),
+and `mirrord up --key K`'s Kafka filter takes every record with a header value containing `mirrord-session=K`
+(mirrord's `SplitQueuesConfig::all_wildcard`, CLI 3.250.0).
+
+OpenTelemetry's W3C propagators read and write the headers (`baggage`, `traceparent`, `tracestate`); this module is
+the one place that knows the session's entry. Shared by the order service (which reads it and carries it on), the
+storefront and the load generator (which send it), the processor (which learns a routed copy's key) and metrics."""
 
 from __future__ import annotations
 
+import logging
 import re
-import urllib.parse
+from collections.abc import Mapping
 
-HEADER = "mirrord-session"  # the Kafka header `mirrord up` routes on, and the baggage entry it comes from
+from opentelemetry import baggage as otel_baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+ENTRY = "mirrord-session"  # the baggage entry `mirrord up` routes on
+ROUTED = "mirrord-key"  # the Kafka header the operator (3.233+) stamps on a copy it routed to a session
+ROUTED_HEADER = "X-Mirrord-Key"  # the processor's PUT names that key to the order service
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RULE = "a plain name of at most 64 letters, digits, '.', '_' or '-' (e.g. alice)"
+PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+CARRIED = frozenset(PROPAGATOR.fields)  # the headers that travel on: baggage, traceparent, tracestate
+
+# OpenTelemetry's propagator logs each baggage member it skips as malformed; the W3C format asks to skip them, and
+# a client's malformed baggage is not the service's warning.
+logging.getLogger("opentelemetry.baggage.propagation").setLevel(logging.ERROR)
 
 
 def key_problem(key: str) -> str:
@@ -17,24 +37,40 @@ def key_problem(key: str) -> str:
     return "" if KEY.fullmatch(key) else f"a session key must be {RULE}; got {key!r}"
 
 
-def baggage(key: str) -> str:
-    """The `baggage` header value that marks a request for session `key`."""
-    return f"{HEADER}={urllib.parse.quote(key)}"
-
-
-def from_baggage(value: str | None) -> str | None:
-    """The `mirrord-session` entry of a `baggage` header (`k=v;props, k2=v2`), None when there is none. Entries that
-    are not `key=value` are skipped, as the W3C format asks. Raises ValueError for a key that is not a plain name: it
-    would never match a session."""
-    if not value:
+def _entry_key(value: object) -> str | None:
+    """The key of a baggage value: OpenTelemetry keeps an entry's properties (`bob;ttl=30`) in its value."""
+    if value is None:
         return None
-    for entry in value.split(","):
-        name, sep, rest = entry.partition("=")
-        if not sep or name.strip() != HEADER:
-            continue
-        key = urllib.parse.unquote(rest.split(";", 1)[0].strip())
+    return str(value).split(";", 1)[0].strip()
+
+
+def carried(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+    """(the session key, the headers to carry on) of a request: its W3C trace context and baggage as OpenTelemetry
+    reads and writes them. Raises ValueError for a session key that is not a plain name: it would never match a
+    session (and a substring of another's key would match the wrong one)."""
+    context = PROPAGATOR.extract({k.lower(): v for k, v in headers.items() if k.lower() in CARRIED})
+    key = _entry_key(otel_baggage.get_baggage(ENTRY, context))
+    if key is not None:
         problem = key_problem(key)
         if problem:
-            raise ValueError(f"{HEADER}: {problem}")
-        return key
-    return None
+            raise ValueError(f"{ENTRY}: {problem}")
+    out: dict[str, str] = {}
+    PROPAGATOR.inject(out, context)
+    return key, out
+
+
+def marked(key: str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The trace headers of a request for session `key`: the baggage (and trace context) of `headers` with the
+    session's entry set, as mirrord's browser extension marks a browser's requests."""
+    context = PROPAGATOR.extract({k.lower(): v for k, v in (headers or {}).items() if k.lower() in CARRIED})
+    out: dict[str, str] = {}
+    PROPAGATOR.inject(out, otel_baggage.set_baggage(ENTRY, key, context))
+    return out
+
+
+def key_of(headers: Mapping[str, str]) -> str | None:
+    """The session key a record's (or a request's) headers carry in their baggage; None when none or malformed."""
+    try:
+        return carried(headers)[0]
+    except ValueError:
+        return None

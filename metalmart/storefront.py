@@ -73,15 +73,17 @@ async def place_order(request: web.Request) -> web.StreamResponse:
         "items": [{"product_id": product["id"], "product_name": product["name"], "quantity": quantity,
                    "price": product["price"]}],
     }
-    # A `mirrord up` session's orders: the key typed in the form, else the baggage the request came with (as an
-    # app carries it on), passed to the order service, which puts it in the event's Kafka header.
+    # A `mirrord up` session's orders: the key typed in the form, set in the baggage the request came with (what
+    # mirrord's browser extension adds), else that baggage as it came; carried on to the order service, which
+    # carries it on into the event's Kafka headers.
     key = form.get("session_key", "")
     if key and sessions.key_problem(key):
         return await index(request, form, f"Please check the session key: {sessions.key_problem(key)}.", 422)
-    baggage = sessions.baggage(key) if key else request.headers.get("baggage", "")
+    trace = sessions.marked(key, request.headers) if key else {
+        name: value for name, value in request.headers.items() if name.lower() in sessions.CARRIED}
     try:
         async with app[HTTP].post(f"{app[SETTINGS].order_service_url}/api/orders", json=body,
-                                  headers={"baggage": baggage} if baggage else None) as resp:
+                                  headers=trace or None) as resp:
             answer = await resp.json(content_type=None)
             if resp.status == 422:
                 field = answer.get("field", "").replace("customer_", "").replace("shipping_address.", "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,8 @@ class Collector:
     order_url: str | None
     timeout: float = 3.0
     topic_format: str = splittopics.DEFAULT  # the operator's temporary-topic names
+    # The operator's own view of the split (demokit.kube.cluster.operator_view), on a cluster target.
+    operator: Callable[[], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": int(self.timeout * 1000),
@@ -65,12 +68,19 @@ class Collector:
                           "shipped_by_topic": stats.get("shipped_by_topic", []),
                           "republished": stats.get("republished", 0), "overdue": stats.get("overdue", 0),
                           "overdue_after_s": stats.get("overdue_after_s"),
-                          "by_session": stats.get("by_session", {})}
+                          "by_session": stats.get("by_session", {}),
+                          "processed_by_session": stats.get("processed_by_session", {})}
             except (OSError, ValueError, KeyError) as exc:
                 errors["order_service"] = f"{self.order_url}: {exc}"
+        operator = None
+        if self.operator is not None:
+            try:
+                operator = self.operator()
+            except Exception as exc:  # the cluster's API: reported beside the other figures
+                errors["operator"] = str(exc)
         return {"collected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 "bootstrap": self.bootstrap, "topics": topics, "consumer_groups": groups, "orders": orders,
-                "errors": errors}
+                "operator": operator, "errors": errors}
 
     def _kafka(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         meta = self.admin.list_topics(timeout=self.timeout)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from demokit import targets
 from demokit.errors import CONFLICT, NOT_READY, UNREACHABLE, USAGE, UserError
-from demokit.kube import reach
+from demokit.kube import cluster, reach
 from demokit.local.localstack import port_holder
 from demokit.observe.metrics import Collector, leftovers, rates
 from demokit.targets import ROOT
@@ -38,7 +38,8 @@ def _collector(target: targets.Target | None, bootstrap: str | None, order_url: 
         if ":" not in bootstrap:
             raise UserError(f"--bootstrap must be HOST:PORT (got {bootstrap!r})", USAGE)
         yield Collector(bootstrap, topic, group, order_url or found.url("order"),
-                        topic_format=str(target.get("metalmart_kafka_split_topic_format")))
+                        topic_format=str(target.get("metalmart_kafka_split_topic_format")),
+                        operator=(lambda: cluster.operator_view(target)) if target.kind != "local" else None)
 
 
 def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
@@ -91,13 +92,18 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
                        str(o["processed_by"].get("cluster", 0)), str(o["processed_by"].get("mirrord", 0)),
                        str(o.get("overdue", 0)), str(o.get("republished", 0)))
         parts.append(orders)
-        if o.get("by_session"):
+        placed, routed = o.get("by_session") or {}, o.get("processed_by_session") or {}
+        if placed or routed:
             sessions = Table(title="orders per mirrord up session (baggage: mirrord-session=KEY)")
-            for col, justify in (("session key", "left"), ("orders", "right"), ("shipped", "right")):
+            for col, justify in (("session key", "left"), ("orders", "right"), ("shipped", "right"),
+                                 ("processed on its laptop", "right")):
                 sessions.add_column(col, justify=justify)  # type: ignore[arg-type]
-            for key, counts in sorted(o["by_session"].items()):
-                sessions.add_row(key, str(counts["orders"]), str(counts["shipped"]))
+            for key in sorted(set(placed) | set(routed)):
+                counts = placed.get(key, {"orders": 0, "shipped": 0})
+                sessions.add_row(key, str(counts["orders"]), str(counts["shipped"]), str(routed.get(key, 0)))
             parts.append(sessions)
+    if snap.get("operator") is not None:
+        parts.extend(_operator_lines(snap["operator"]))
     if delta and delta.get("produced_per_s") is not None:
         trend = "↑" if delta["lag_delta"] > 0 else "↓" if delta["lag_delta"] < 0 else "→"
         parts.append(f"produced {delta['produced_per_s']:.1f}/s · consumed {delta['consumed_per_s']:.1f}/s · "
@@ -105,6 +111,25 @@ def render(snap: dict[str, Any], delta: dict[str, Any] | None = None) -> Group:
     for what, why in snap["errors"].items():
         parts.append(f"[red]{what} unreachable: {why}")
     return Group(*parts)
+
+
+def _operator_lines(view: dict[str, Any]) -> list[Any]:
+    """The operator's own view beside our reading of the topics: its queue splits, or one line why there are none
+    to show, and the split sessions on the demo's namespace."""
+    splits = view["queue_splits"]
+    lines: list[Any] = [
+        "the operator's view: " + ("; ".join(view["unavailable"][:1]) if splits is None else
+                                   f"{len(splits)} queue split(s)" + "".join(f", {s['name']}" for s in splits))]
+    sessions = view.get("split_sessions") or []
+    if sessions:
+        table = Table(title="the operator's split sessions (MirrordClusterSplitSession)")
+        for col in ("session", "owner", "key", "queues", "state"):
+            table.add_column(col)
+        for s in sessions:
+            state = f"[red]{s['state']}, left behind" if s["left_behind"] else s["state"]
+            table.add_row(s["name"], s["owner"], s["session_key"] or "", ", ".join(s["queues"]), state)
+        lines.append(table)
+    return lines
 
 
 @task(
