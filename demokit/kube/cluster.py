@@ -48,12 +48,20 @@ def tool_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""), *extra])
 
 
-def missing_tools(target: Target, vault_licence: bool = False) -> list[str]:
+def missing_tools(target: Target, vault_licence: bool = False, say: Say | None = None) -> list[str]:
+    """What the target's deploy needs and this machine lacks, each with how to install it. Helm, needed only for the
+    operator's chart, is built from its pinned module where Go is here (once, said first), as `./run cluster start`
+    builds the rest of a cluster."""
     needed: list[tuple[str, tuple[str, ...]]] = []
     if target.kind == "minikube":
         needed += [("minikube", ("minikube",)), ("container runtime", ("docker", "podman"))]
     if licence_given() or vault_licence:
         needed.append(("helm", ("helm",)))
+        if not shutil.which("helm", path=tool_path()) and shutil.which("go") and say is not None:
+            from demokit.kube import kubebuild
+
+            say(f"no helm here: building the pinned Helm {kubebuild.HELM} from its Go module (once)")
+            kubebuild.ensure(say, ("helm",))
     path = tool_path()
     return [f"{name} is missing: {INSTALL[name]}" for name, cmds in needed
             if not any(shutil.which(c, path=path) for c in cmds)]
@@ -100,9 +108,9 @@ def verify_order_problem(target: Target) -> str | None:
     return None
 
 
-def preflight(target: Target) -> None:
+def preflight(target: Target, say: Say | None = None) -> None:
     licence = has_vault_licence(target) or licence_given()
-    problems = missing_tools(target, licence)
+    problems = missing_tools(target, licence, say)
     if not problems and licence:
         problem = helm_problem()
         problems = [problem] if problem else []
@@ -311,3 +319,60 @@ def queue_ids(target: Target) -> set[str]:
                             UNREACHABLE) from None
         found |= {q["id"] for item in items for q in item.get("spec", {}).get(field, [])}
     return found
+
+
+OPERATOR_API = ("operator.metalbear.co", "v1")  # served by the operator itself (its APIService), not by a CRD
+SPLIT_SESSIONS = ("queues.mirrord.metalbear.co", "v1", "mirrordclustersplitsessions")
+
+
+def operator_view(target: Target) -> dict[str, Any]:
+    """The mirrord operator's own view of queue splitting in the demo's namespace, as `kubectl get queuesplits` and
+    `mirrord queues status` show it (CLI 3.227+): its QueueSplits (operator.metalbear.co/v1, answered only by a
+    running operator) and the cluster-scoped MirrordClusterSplitSessions whose target is in the namespace (a CRD the
+    chart installs; one per session). `unavailable` says in one line why a part could not be read: no operator
+    serves it, or the chart's CRDs are not there."""
+    from kubernetes import client
+    from urllib3.exceptions import HTTPError
+
+    from demokit.kube.portforward import api_client
+
+    custom = client.CustomObjectsApi(api_client(target))
+    ns = str(target.get("metalmart_namespace"))
+    view: dict[str, Any] = {"queue_splits": None, "split_sessions": None, "unavailable": []}
+    try:
+        items = custom.list_namespaced_custom_object(*OPERATOR_API, ns, "queuesplits")["items"]
+        view["queue_splits"] = [{"name": i["metadata"]["name"], "status": i.get("status") or {}} for i in items]
+    except client.ApiException as exc:
+        view["unavailable"].append(f"queue splits: no mirrord operator answers {'/'.join(OPERATOR_API)} "
+                                   f"({exc.status} {exc.reason})")
+    except HTTPError as exc:
+        raise UserError(f"the cluster of target {target.name!r} is unreachable ({type(exc).__name__})",
+                        UNREACHABLE) from None
+    try:
+        items = custom.list_cluster_custom_object(*SPLIT_SESSIONS)["items"]
+    except client.ApiException as exc:
+        view["unavailable"].append(f"split sessions: the operator's CRDs are not installed ({exc.status} {exc.reason})")
+        return view
+    view["split_sessions"] = [split_session(i) for i in items if (i.get("spec") or {}).get("namespace") == ns]
+    return view
+
+
+def split_session(item: dict[str, Any]) -> dict[str, Any]:
+    """A MirrordClusterSplitSession as a person reads it: whose, on what, its state, and whether it is left behind
+    (its session gone: no owner, or an error while it was set up or cleaned up)."""
+    spec, status = item.get("spec") or {}, item.get("status") or {}
+    owner = spec.get("owner") or {}
+    state = next((k for k in ("ready", "resourcesReady", "cleanupError", "error") if k in status), "starting")
+    orphaned = not (item["metadata"].get("ownerReferences") or [])
+    return {"name": item["metadata"]["name"], "owner": owner.get("username") or owner.get("k8sUsername") or "?",
+            "session_key": spec.get("sessionKey"), "target": (spec.get("target") or {}).get("name"),
+            "queues": [q.get("id") for q in spec.get("queues") or []], "state": state,
+            "created": item["metadata"].get("creationTimestamp"),
+            "left_behind": orphaned or state in ("cleanupError", "error")}
+
+
+def delete_split_session_command(target: Target, name: str) -> str:
+    """What removes a split session left behind, against the target's own context."""
+    where = "".join(f" --{flag} {value}" for flag, value in (("kubeconfig", target.get("kubeconfig_path")),
+                                                            ("context", target.get("kube_context"))) if value)
+    return f"kubectl{where} delete {SPLIT_SESSIONS[2]}.{SPLIT_SESSIONS[0]} {name}"

@@ -181,34 +181,34 @@ def _filter_matches(found: reach.Endpoints, config: Path, target: str) -> Check:
     write = _write_config(config, target)
     try:
         entries = mirrordcfg.split_entries(json.loads(config.read_text()))
-        filters = [e.get("message_filter") for _, e in entries]
-        regex = next(f["customer_email"] for f in filters if isinstance(f, dict) and "customer_email" in f)
+        kafka = next(e for _, e in entries if e.get("queue_type") == "Kafka"
+                     and (isinstance(e.get("message_filter"), dict) or isinstance(e.get("jq_filter"), str)))
     except (OSError, ValueError, StopIteration) as exc:
-        why = "no customer_email filter in its split_queues" if isinstance(exc, StopIteration) else str(exc)
+        why = "no Kafka filter in its split_queues" if isinstance(exc, StopIteration) else str(exc)
         return Check(name, False, f"cannot read {config}: {why}", write)
+    shown = kafka.get("jq_filter") or kafka.get("message_filter")
     try:
         recent = _http(f"{found.url('order')}/api/orders?limit=50")
     except Exception as exc:
         return Check(name, False, f"the order service does not answer ({exc})", f"./run status --target {target}")
-    if mirrordcfg.RUST_ONLY.search(str(regex)):
-        return Check(name, True, f"{regex!r} ({config.name}) is mirrord's regex dialect, not Python's: not compared "
-                                 "here; try it in a session", blocking=False)
-    try:
-        pattern = mirrordcfg.python_regex(regex)
-    except (re.error, TypeError) as exc:
-        return Check(name, False, f"the filter {regex!r} in {config.name} is not a regular expression ({exc})",
-                     write)
     from metalmart.smoke import SMOKE_EMAIL
 
     # The verify order is outside every filter on purpose (a session must never take it): it is not "being sent".
-    emails = [o["customer_email"] for o in recent if o["customer_email"] != SMOKE_EMAIL]
-    if not emails:
+    orders = [o for o in recent if o["customer_email"] != SMOKE_EMAIL]
+    if not orders:
         return Check(name, True, "no orders yet to compare with", blocking=False)
-    matched = sum(1 for e in emails if pattern.search(e))
+    try:
+        matched, checker = mirrordcfg.matched(kafka, orders)
+    except ValueError as exc:
+        return Check(name, False, f"the filter {shown!r} in {config.name} is refused: {exc}", write)
+    if matched is None:
+        return Check(name, True, f"{shown!r} ({config.name}) not compared here: {checker}", blocking=False)
+    regex = (kafka.get("message_filter") or {}).get("customer_email")
     send = (f"./run load --target {target} --email-user {config.stem}"
             if regex == mirrordcfg.user_filter(config.stem, mirrordcfg.DOMAIN) else
             f"./run load --target {target} --email-user NAME with ./run mirrord-config --target {target} --user NAME")
-    return Check(name, matched > 0, f"{matched} of the last {len(emails)} orders match {regex!r} ({config.name})",
+    return Check(name, matched > 0, f"{matched} of the last {len(orders)} orders match {shown!r} ({config.name}; "
+                                    f"{checker})",
                  "" if matched else f"your breakpoint will never hit; send orders it matches: {send}")
 
 
@@ -234,18 +234,23 @@ def _operator(target: Target, config: Path) -> list[Check]:
     checks = [Check("the mirrord operator runs", running, state,
                     "" if running else f"MIRRORD_CLOUD_API_KEY=… ./run fresh-start --target {target.name} (or ask the "
                                        "cluster's owner)")]
+    # Without an operator there are no splitting resources, and a fresh-start without its credential changes
+    # nothing: the fix names the credential.
+    apply = f"./run fresh-start --target {target.name}" if running else \
+        f"no operator runs, so nothing splits: give its credential ({cluster.CREDENTIALS}) and ./run fresh-start " \
+        f"--target {target.name}"
     try:
         ids = cluster.queue_ids(target)
         want = mirrordcfg.split_entries(json.loads(config.read_text()))[0][0]
     except (UserError, OSError, ValueError, IndexError) as exc:
-        checks.append(Check("the splitting resources match the config", False, str(exc),
-                            f"./run fresh-start --target {target.name}"))
+        checks.append(Check("the splitting resources match the config", False, str(exc), apply))
         ids, want = set(), ""
     else:
         ok = want in ids
         checks.append(Check("the splitting resources match the config", ok,
                             f"queue ids {', '.join(sorted(ids)) or 'none'}; {config.name} names {want!r}",
-                            "" if ok else f"./run fresh-start --target {target.name}"))
+                            "" if ok else apply))
+    checks += _operator_view(target)
     if version_check is not None:
         checks.append(version_check)
     # The operator's credential: the cloud API key (chart 3.179+) or the licence key, each in a Secret of its own.
@@ -263,6 +268,32 @@ def _operator(target: Target, config: Path) -> list[Check]:
                         " (never shown)",
                         "" if found else f"MIRRORD_CLOUD_API_KEY=… ./run fresh-start --target {target.name} (or "
                                          "MIRRORD_LICENSE_KEY, or Ansible Vault)"))
+    return checks
+
+
+def _operator_view(target: Target) -> list[Check]:
+    """The operator's own view (its QueueSplits, the cluster's split sessions), beside our reading of the topics;
+    its absence is one line, never a failure: the operator is closed source and only a running one serves it."""
+    try:
+        view = cluster.operator_view(target)
+    except UserError as exc:
+        return [Check("the operator's own view of the split", True, f"not read: {exc}", blocking=False)]
+    splits = view["queue_splits"]
+    detail = ("; ".join(view["unavailable"][:1]) if splits is None else
+              f"{len(splits)} queue split(s)" + (": " + ", ".join(
+                  f"{s['name']} ({', '.join(sorted(s['status'])) or 'no status'})" for s in splits[:3]) if splits
+                                                  else " (no session splits the topic now)"))
+    checks = [Check("the operator's own view of the split", True, detail, blocking=False)]
+    sessions = view["split_sessions"]
+    if sessions is not None:
+        left = [s for s in sessions if s["left_behind"]]
+        checks.append(Check(
+            "no split sessions left behind", not left,
+            f"{len(left)} of {len(sessions)} left behind: " + ", ".join(
+                f"{s['name']} ({s['owner']}, {s['state']})" for s in left[:3]) if left else
+            f"{len(sessions)} split session(s) on {target.get('metalmart_namespace')}, none left behind",
+            "; ".join(cluster.delete_split_session_command(target, s["name"]) for s in left[:3]) if left else "",
+            blocking=False))
     return checks
 
 

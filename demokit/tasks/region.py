@@ -69,7 +69,7 @@ def provision(c: Context, region: str = "", limit: str = "", check: bool = False
     first = targets.load(region, folder)
     if limit and limit not in first.hosts:
         raise UserError(f"region {region} has no cluster {limit!r}; its clusters: {', '.join(first.hosts)}", USAGE)
-    cluster.preflight(first)
+    cluster.preflight(first, say)
     for host in [limit] if limit else list(first.hosts):
         target = targets.load(region, folder, host)
         say(f"{host}: {'checking' if check else 'provisioning'} ({target.get('kube_context')}, namespace "

@@ -59,7 +59,7 @@ def _real_node_runs(target: targets.Target) -> None:
 
 
 def _cluster_fresh_start(target: targets.Target, no_smoke: bool, verbose: bool) -> None:
-    cluster.preflight(target)
+    cluster.preflight(target, say)
     _real_node_runs(target)
     playbook = "fresh-start" if target.kind == "minikube" else "deploy-cluster"
     say(f"fresh-start on target {target.name!r} ({target.kind})")
@@ -199,7 +199,7 @@ def deploy(c: Context, target: str | None = None, verbose: bool = False) -> None
     if resolved.kind == "local":
         raise UserError("deploy is for cluster targets; on `local`, ./run teardown and ./run fresh-start restart "
                         "the processes with your code", USAGE)
-    cluster.preflight(resolved)
+    cluster.preflight(resolved, say)
     # The fresh-start playbook's app steps only (the minikube image first): every role's defaults, one playbook.
     playbook = "fresh-start" if resolved.kind == "minikube" else "deploy-cluster"
     run = cluster.run_playbook(resolved, playbook, say, KEEP_DEMO_MODE, verbose,
