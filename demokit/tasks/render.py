@@ -35,10 +35,12 @@ def render(c: Context, target: str | None = None, out: str = "rendered", email_f
             "output": "the file to write (default: .mirrord/NAME.json, or .mirrord/order-processor.json)",
             "up": "also write .mirrord/mirrord-up.yaml beside it: the processor as a `mirrord up` service, for "
                   "orders marked with a session key",
+            "min_total": "AMOUNT: only those orders with a total of at least AMOUNT (a jq_filter on the order's "
+                         "JSON body; mirrord CLI 3.232+, operator 3.183+)",
             "target": TARGET_HELP})
 def mirrord_config(c: Context, user: str | None = None, email: str | None = None, email_filter: str | None = None,
                    email_domain: str = mirrordcfg.DOMAIN, output: str | None = None, target: str | None = None,
-                   up: bool = False) -> None:
+                   up: bool = False, min_total: str | None = None) -> None:
     """Write a mirrord config for one person's session: only orders matching its filter reach them."""
     given = [name for name, value in (("--user", user), ("--email", email), ("--email-filter", email_filter))
              if value is not None]
@@ -48,10 +50,11 @@ def mirrord_config(c: Context, user: str | None = None, email: str | None = None
         raise UserError(f"--user must be a plain name like alice (got {user!r})", USAGE)
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         raise UserError(f"--email must be an address like alice@metalbear.com (got {email!r})", USAGE)
+    amount = _amount(min_total)
     resolved = target_of(c, target)
     regex = mirrordcfg.user_filter(user, email_domain) if user else mirrordcfg.address_filter(email) if email \
         else email_filter if email_filter is not None else str(resolved.get("mirrord_config_email_filter"))
-    problem = mirrordcfg.filter_problem(regex)
+    problem, checker = mirrordcfg.checked(regex)
     if problem:
         raise UserError(problem, USAGE)  # before Ansible starts: one line, no file touched
     path = Path(output) if output else ROOT / ".mirrord" / f"{user or 'order-processor'}.json"
@@ -63,12 +66,26 @@ def mirrord_config(c: Context, user: str | None = None, email: str | None = None
         say(warning)
     run = cluster.run_playbook(resolved, "mirrord-config", lambda _m: None,
                                {"mirrord_config_email_filter": regex, "mirrord_config_name": path.stem,
-                                "mirrord_config_dir": str(path.parent.resolve()), "mirrord_config_up": up},
+                                "mirrord_config_dir": str(path.parent.resolve()), "mirrord_config_up": up,
+                                "mirrord_config_min_total": amount},
                                log_name="mirrord-config")
-    say(f"{path} is up to date; nothing changed" if run.changed == 0 else f"wrote {path} (filter {regex})")
+    kind = f"filter {regex}" + (f", total at least {amount:g}" if amount is not None else "")
+    say(f"{path} is up to date; nothing changed" if run.changed == 0 else f"wrote {path} ({kind}; {checker})")
     if up:
         say(f"{path.parent / 'mirrord-up.yaml'}: run `mirrord up -f {path.parent / 'mirrord-up.yaml'} --key KEY` and "
             "place orders with ./run load --session-key KEY (or the storefront's session field)")
+
+
+def _amount(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        amount = float(text)
+    except ValueError:
+        amount = float("nan")
+    if not amount >= 0 or amount == float("inf"):
+        raise UserError(f"--min-total must be an amount of 0 or more, like 500 (got {text!r})", USAGE)
+    return amount
 
 
 def _check_queue_id(target: Target) -> None:
