@@ -1,11 +1,13 @@
-"""What mirrord's CLI reads that Python's `re` reads differently, and the two forms of `feature.split_queues`: the
-checks here never refuse a filter mirrord takes, and say when they cannot tell what it matches."""
+"""Where mirrord's own checker is not built (no ../shared, no cargo), the filter check falls back to Python's `re`:
+what mirrord's CLI reads that Python reads differently, and the two forms of `feature.split_queues`. The fallback
+never refuses a filter mirrord takes, and says when it cannot tell what it matches (tests/test_mirrord_verdict.py
+holds it against mirrord's own engine)."""
 
 from __future__ import annotations
 
 import pytest
 
-from demokit.config import mirrordcfg
+from demokit.config import mirrordcfg, verdict
 
 
 @pytest.mark.parametrize(("regex", "problem", "warning"), [
@@ -16,8 +18,14 @@ from demokit.config import mirrordcfg
     (r"^alice@metalbear\.com\Z", "", "before a trailing newline in fancy_regex"),
     (r"^[[:alpha:]]+@metalbear\.com$", "", "POSIX class"),
     (r"(?a)^\w+@metalbear\.com$", "", "Python's only"),
+    (r"^a[b[c]@x\.y$", "", "nested set"),
+    (r"(?-i)^alice@metalbear\.com$", "", "Python's re refuses it"),      # Rust reads it, Python refuses it
+    (r"^\x{61}lice@metalbear\.com$", "", "Python's re refuses it"),
 ])
-def test_the_filter_check_reads_mirrords_dialect(regex: str, problem: str, warning: str) -> None:
+def test_without_mirrords_checker_the_filter_check_reads_mirrords_dialect(
+        regex: str, problem: str, warning: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict, "open_built", lambda: None)
+    assert "Python's re" in mirrordcfg.checked(r"^a$")[1]
     found = mirrordcfg.filter_problem(regex)
     assert (problem in found) if problem else found == "", found
     if not problem:

@@ -173,14 +173,15 @@ def test_mirrord_up_reads_the_up_file_and_every_service_runs_the_projects_interp
 @pytest.mark.parametrize("chart", ["3.187.0", "3.204.0"])
 def test_the_operator_knobs_reach_the_splitting_resources_only_from_the_version_that_knows_them(
         render_minikube, chart: str) -> None:
-    values = {"mirrord_operator_chart_version": chart, "queue_splitting_restart_timeout": 240}
-    if chart == "3.204.0":
-        values |= {"queue_splitting_temporary_group_id": True, "queue_splitting_group_join_timeout": 600}
-    objects, _ = render_minikube(**values)
+    """The pinned chart (3.187.0, the defaults) gets the restart timeout and none of the newer properties; 3.204.0
+    with both asked for gets them. (The CRD schemas check the objects: tests/test_manifests.py.)"""
+    values = {"mirrord_operator_chart_version": "3.204.0", "queue_splitting_restart_timeout": 240,
+              "queue_splitting_temporary_group_id": True, "queue_splitting_group_join_timeout": 600}
+    objects, _ = render_minikube(**values) if chart == "3.204.0" else render_minikube()
     split = next(o for o in objects if o["kind"] == "MirrordSplitConfig")
     props = {p["name"]: p.get("value") for p in next(o for o in objects if o["kind"] == "MirrordPropertyList")
              ["spec"]["properties"]}
-    assert split["spec"]["restart"] == {"timeout": 240}
+    assert split["spec"]["restart"] == {"timeout": 240 if chart == "3.204.0" else 180}
     if chart == "3.204.0":
         assert props["mirrord.temporary_group_id"] == "true" and props["mirrord.group_join_timeout"] == "600"
     else:
