@@ -59,6 +59,9 @@ class Storage:
                       "--storage-driver", "overlay"]
 
     def run(self, tool: str, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        if shutil.which(tool) is None:
+            raise UserError(f"the image build needs {TOOLS.get(tool, tool)}: apt-get install {TOOLS.get(tool, tool)}",
+                            NOT_READY)
         done = subprocess.run([tool, *self.flags, *args], capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])

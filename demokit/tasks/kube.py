@@ -27,8 +27,8 @@ def plane() -> controlplane.ControlPlane:
 def cluster(c: Context, action: str = "status", json: bool = False) -> None:
     """A local Kubernetes control plane for the testcluster target: start, stop or status.
 
-    etcd, API server, controllers, scheduler, kwok nodes, and a real node where the machine allows one; the first
-    start builds its binaries from pinned Go modules (a few minutes, then cached)."""
+    etcd, API server, controllers, scheduler and a real node where the machine allows one (kwok's fake nodes where it
+    does not); the first start builds what it runs from pinned Go modules (a few minutes, then cached)."""
     if action not in ACTIONS:
         raise UserError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}, e.g. ./run cluster start", USAGE)
     cp = plane()
@@ -37,7 +37,16 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
         # "up" line and the node's start still finds this run's plane to stop.
         was_running = cp.running()
         try:
-            if not cp.start(say):
+            if not was_running:
+                # What this path needs and nothing more, built side by side with the node's images: the real node's
+                # binaries where one can run (as root on Debian or Ubuntu, with what it lacks installed first), else
+                # kwok's fake nodes take its pods.
+                node.install_packages(say)
+                fake = node.unavailable(node.Node(cp.dir).dir) is not None
+                node.prepare(say, kubebuild.CONTROL_PLANE + (kubebuild.FAKE_NODES if fake else kubebuild.NODE),
+                             node.Node(cp.dir).dir)
+                cp.start(say, fake_nodes=fake)
+            else:
                 say(f"the control plane is already running at {cp.server}; nothing to do")
             node_runs = cp.start_node(say)
         except BaseException:  # Ctrl-C or a node that did not come up: this run leaves nothing of its own running

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,9 @@ NODE_SELECTOR = f"{LABEL[0]}={LABEL[1]}"
 KWOK_SELECTOR = "type=kwok"
 CGROUP_ROOT = "/metalmart-node"
 CNI_BIN = Path("/usr/lib/cni")
+# What the node runs on, and what makes its images (nothing can be pulled: buildah over a debootstrapped base).
 PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", "conntrack": "conntrack",
-            "ip": "iproute2"}
-NODE_BINARIES = ("kubelet", "kube-proxy", "coredns", "crictl")
+            "ip": "iproute2", "buildah": "buildah", "debootstrap": "debootstrap"}
 LOCK = Path("/run/metalmart-node.json")  # which folder the machine's one node belongs to
 # The node's sockets and the kubelet's root (its pod-resources and plugin sockets live there): a short path of the
 # machine's, since a Unix socket's path may not pass 107 bytes and a plane's folder can be deep (a test's temporary
@@ -256,7 +257,7 @@ state = "{d / 'containerd-state'}"
 """
 
     def programs(self, ports: dict[str, int]) -> list[Program]:
-        d, bins = self.dir, {n: str(kubebuild.binary(n)) for n in NODE_BINARIES}
+        d, bins = self.dir, {n: str(kubebuild.binary(n)) for n in kubebuild.NODE}
         return [
             Program("containerd", ["containerd", "--config", str(d / "containerd.toml")], stopwaitsecs=20),
             Program("kubelet", [bins["kubelet"], "--config", str(d / "kubelet.yaml"),
@@ -278,7 +279,7 @@ state = "{d / 'containerd-state'}"
         why = unavailable(self.dir)
         if why:
             raise UserError(why, NOT_READY)
-        kubebuild.ensure(say, NODE_BINARIES)
+        kubebuild.ensure(say, kubebuild.NODE)
         t0 = time.monotonic()
         self.stop(lambda _m: None)
         d = self.dir
@@ -462,17 +463,24 @@ def _host_resolv() -> str:
 PAUSE_IMAGE = "localhost/metalmart-pause:1"
 
 
-def prepare(say: Say) -> None:
-    """Where a node can run: its binaries and the stand-in images built ahead (the test setup calls it, so no test
-    waits for a cold build); where it cannot, one line says why."""
-    why = unavailable()
+def prepare(say: Say, binaries: tuple[str, ...] = kubebuild.NODE, mine: Path | None = None) -> None:
+    """`binaries` built and, where a node can run, its stand-in images made, side by side: the images' downloads
+    and writes (debootstrap, Maven, buildah) overlap the Go compiles. Where no node can run, one line says why and
+    only the binaries are built. `./run cluster start` and the test setup call it, so nothing waits for a cold
+    build later."""
+    why = unavailable(mine)
     if why:
-        say(f"no real node here ({why}): the tests that need one will be skipped")
+        say(f"no real node here ({why})")
+        kubebuild.ensure(say, tuple(b for b in binaries if b not in kubebuild.NODE))
         return
     from demokit.kube.node import images
 
-    kubebuild.ensure(say, NODE_BINARIES)
-    images.build_services(say)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="node-images") as pool:
+        made = pool.submit(images.build_services, say)
+        try:
+            kubebuild.ensure(say, binaries)
+        finally:
+            made.result()
 
 
 def main(argv: list[str]) -> int:
@@ -481,7 +489,9 @@ def main(argv: list[str]) -> int:
     ahead."""
     if argv == ["prepare"]:
         try:
-            prepare(lambda m: print(f"node: {m}", file=sys.stderr, flush=True))
+            # What the tests run: the control plane with fake nodes, the real node, helm for the operator's chart and
+            # the registry of a region's image push; built side by side with the node's images.
+            prepare(lambda m: print(f"node: {m}", file=sys.stderr, flush=True), kubebuild.TESTS)
         except UserError as exc:
             print(f"node: {exc}", file=sys.stderr)
             return exc.code
