@@ -1,5 +1,5 @@
-"""Cluster targets against the real control plane of `demokit.kube.controlplane` (etcd, kube-apiserver, controllers,
-scheduler, kwok nodes) on 127.0.0.1, with waits on.
+"""Cluster targets against the real control plane of `demokit.testcluster.controlplane` (etcd, kube-apiserver,
+controllers, scheduler, kwok nodes) on 127.0.0.1, with waits on.
 
 Each target gets its own namespace and an inventory under a temporary folder, and reaches the API server through a
 kubeconfig whose *current* context is a decoy (a closed port): whatever talks to the wrong context fails. What a
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from demokit import probes
-from demokit.kube.controlplane import ControlPlane
+from demokit.testcluster.controlplane import ControlPlane
 from tests.helpers import ROOT, RUN
 
 SHARED_MIRRORD = ROOT.parent / "shared" / "mirrord"  # mirrord's schemas, CRDs and chart (tests skip without)

@@ -24,8 +24,8 @@ from confluent_kafka import Producer
 from demokit import targets
 from demokit.kafka import ensure_topic
 from demokit.kube import portforward
-from demokit.kube.controlplane import ControlPlane, cri_line
 from demokit.probes import free_port, http_ok
+from demokit.testcluster.controlplane import ControlPlane, cri_line
 from tests import kube
 from tests.conftest import Converged, PodBackend
 from tests.helpers import ROOT, RUN, KafkaBroker, wait_broker

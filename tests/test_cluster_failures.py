@@ -17,8 +17,8 @@ import yaml
 
 from demokit import images, targets
 from demokit.kube import cluster
-from demokit.kube.controlplane import STORAGE_CLASS, ControlPlane
 from demokit.probes import holds, until
+from demokit.testcluster.controlplane import STORAGE_CLASS, ControlPlane
 from tests import kube
 from tests.helpers import ROOT, RUN, inventory
 
@@ -137,7 +137,7 @@ def test_a_failing_object_stops_the_run_with_its_events(control_plane: ControlPl
 # ---- the mirrord operator's chart, through a real helm ------------------------------------------------------------
 
 def _helm(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
-    from demokit.kube import kubebuild
+    from demokit.testcluster import kubebuild
 
     done = subprocess.run([str(kubebuild.binary("helm")), "--kubeconfig", str(plane.kubeconfig), *args],
                           capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from demokit.kube import node
+from demokit.testcluster import node
 from tests.helpers import ROOT, RUN
 
 pytestmark = pytest.mark.cluster  # against the real control plane (tests/conftest.py)
@@ -58,7 +58,7 @@ def test_where_no_real_node_can_run_one_line_says_why_and_the_kwok_node_takes_it
         started = _cluster("start", env=env)
         from kubernetes import client
 
-        from demokit.kube.controlplane import NODE, ControlPlane
+        from demokit.testcluster.controlplane import NODE, ControlPlane
 
         labels = client.CoreV1Api(ControlPlane(tmp_path / "kube").api()).read_node(NODE).metadata.labels
     finally:
@@ -78,7 +78,7 @@ def test_an_unknown_action_is_one_line() -> None:
 def test_the_app_image_step_is_skipped_in_one_line_when_no_real_node_runs(tmp_path: Path) -> None:
     """The testcluster inventory names a node folder; with the kwok node carrying the demo's pods nothing is
     imported and nothing fails."""
-    done = subprocess.run([sys.executable, "-m", "demokit.kube.node", "load", str(tmp_path / "kube" / "node"),
+    done = subprocess.run([sys.executable, "-m", "demokit.testcluster.node", "load", str(tmp_path / "kube" / "node"),
                            "metalmart:0000000000000000"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"changed": False, "skipped": "no real node runs"}

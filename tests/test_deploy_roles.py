@@ -19,7 +19,7 @@ import yaml
 
 from demokit import targets
 from demokit.config import render
-from demokit.kube.controlplane import ControlPlane
+from demokit.testcluster.controlplane import ControlPlane
 from tests import kube
 from tests.conftest import Converged, PodBackend
 from tests.helpers import ROOT

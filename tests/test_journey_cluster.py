@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from demokit.kube import node
+from demokit.testcluster import node
 from tests.helpers import ROOT, path_without_minikube
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]

@@ -13,7 +13,7 @@ import pytest
 
 from demokit import targets
 from demokit.kube import incluster
-from demokit.kube.controlplane import ControlPlane
+from demokit.testcluster.controlplane import ControlPlane
 from metalmart.loadgen import LoadConfig
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")

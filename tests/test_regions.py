@@ -29,9 +29,9 @@ import yaml
 from demokit import targets
 from demokit.config import mirrordcfg, render
 from demokit.errors import UserError
-from demokit.kube import kubebuild
-from demokit.kube.controlplane import ControlPlane
 from demokit.probes import free_port, until
+from demokit.testcluster import kubebuild
+from demokit.testcluster.controlplane import ControlPlane
 from tests import kube
 from tests.conftest import PodBackend
 from tests.helpers import ROOT, RUN, Proc

@@ -14,7 +14,7 @@ import yaml
 
 from demokit import targets
 from demokit.config import render
-from demokit.kube.controlplane import ControlPlane
+from demokit.testcluster.controlplane import ControlPlane
 from tests import kube
 from tests.helpers import ROOT
 

@@ -1,5 +1,5 @@
-"""The app image: its content tag, its build context as a builder is sent it, the argv each builder is given, and
-(for the tests) a stand-in for its base image made locally."""
+"""The app image: its content tag, its build context as a builder is sent it, and the argv each builder is given (the
+stand-in for its base image, made locally for the tests and the test cluster, is demokit.testcluster.standin)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def licence_given() -> bool:
 
 def tool_path() -> str:
     """PATH for Ansible: the user's, then (as a fallback) the pinned Helm 3 that `./run cluster start` builds."""
-    from demokit.kube import kubebuild
+    from demokit.testcluster import kubebuild
 
     helm = kubebuild.binary("helm")
     extra = [str(helm.parent)] if helm.is_file() else []
@@ -58,7 +58,7 @@ def missing_tools(target: Target, vault_licence: bool = False, say: Say | None =
     if licence_given() or vault_licence:
         needed.append(("helm", ("helm",)))
         if not shutil.which("helm", path=tool_path()) and shutil.which("go") and say is not None:
-            from demokit.kube import kubebuild
+            from demokit.testcluster import kubebuild
 
             say(f"no helm here: building the pinned Helm {kubebuild.HELM} from its Go module (once)")
             kubebuild.ensure(say, ("helm",))
@@ -219,13 +219,25 @@ def operator_state(target: Target, api: Any) -> str:
         labels = client.CoreV1Api(api).read_namespace(ns).metadata.labels or {}
     except client.ApiException:
         labels = {}
-    owner = "installed by this project" if labels.get(OWNER_LABEL) == "metalmart" else \
-        "running, installed by someone else (left alone)"
     try:
-        op = client.AppsV1Api(api).read_namespaced_deployment("mirrord-operator", ns)
-        return f"{owner}, {(op.status.ready_replicas or 0)}/{op.spec.replicas} ready"
+        deployment = api.sanitize_for_serialization(client.AppsV1Api(api).read_namespaced_deployment(
+            "mirrord-operator", ns))
     except client.ApiException:
+        deployment = None
+    return describe_operator(True, labels.get(OWNER_LABEL) == "metalmart", deployment)
+
+
+def describe_operator(installed: bool, ours: bool, deployment: dict[str, Any] | None) -> str:
+    """The operator in one phrase: not installed; installed by this project or by someone else (left alone); and
+    how many of its pods are ready. The one wording, for `./run status` and doctor here and for the summary after a
+    fresh-start (roles/metalmart/tasks/summary.yml, through filter_plugins/metalmart.py)."""
+    if not installed:
+        return "not installed"
+    owner = "installed by this project" if ours else "running, installed by someone else (left alone)"
+    if not deployment:
         return owner
+    return (f"{owner}, {(deployment.get('status') or {}).get('readyReplicas') or 0}/"
+            f"{(deployment.get('spec') or {}).get('replicas')} ready")
 
 
 def operator_image(target: Target, api: Any) -> str | None:

@@ -9,10 +9,10 @@ from pathlib import Path
 from invoke import Context
 
 from demokit.errors import USAGE, UserError
-from demokit.kube import controlplane, kubebuild, node
 from demokit.targets import ROOT
 from demokit.taskdef import task
 from demokit.tasks.common import emit_json, out, say
+from demokit.testcluster import controlplane, kubebuild, node
 
 ACTIONS = ("start", "stop", "status", "env")
 
@@ -41,10 +41,9 @@ def cluster(c: Context, action: str = "status", json: bool = False) -> None:
                 # What this path needs and nothing more, built side by side with the node's images: the real node's
                 # binaries where one can run (as root on Debian or Ubuntu, with what it lacks installed first), else
                 # kwok's fake nodes take its pods.
-                node.install_packages(say)
-                fake = node.unavailable(node.Node(cp.dir).dir) is not None
-                node.prepare(say, kubebuild.CONTROL_PLANE + (kubebuild.FAKE_NODES if fake else kubebuild.NODE),
-                             node.Node(cp.dir).dir)
+                mine = node.Node(cp.dir).dir
+                fake = node.unavailable(mine, packages=not node.installs_packages()) is not None
+                node.prepare(say, kubebuild.CONTROL_PLANE + (kubebuild.FAKE_NODES if fake else kubebuild.NODE), mine)
                 cp.start(say, fake_nodes=fake)
             else:
                 say(f"the control plane is already running at {cp.server}; nothing to do")

@@ -37,6 +37,7 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # podman run here: runc (crun cannot run on a hybrid cgroup host) and no raising of hard rlimits.
 RUN_FLAGS = ("--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 TOOLS = {"buildah": "buildah", "podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+BUILD_TOOLS = ("buildah", "debootstrap")  # what making a base and building over it need (podman only runs images)
 
 
 def cache_dir() -> Path:
@@ -45,9 +46,9 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def missing() -> list[str]:
-    """The Debian packages this needs that are not installed."""
-    return [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
+def missing(tools: tuple[str, ...] = tuple(TOOLS)) -> list[str]:
+    """The Debian packages `tools` come in that are not installed."""
+    return [TOOLS[tool] for tool in tools if shutil.which(tool) is None]
 
 
 class Storage:
@@ -88,9 +89,9 @@ def ensure_base(storage: Storage, say: Say, arch: str | None = None) -> str:
     """The stand-in base in the storage, tagged as the real one (made once per recipe: about 40 s natively, about
     3 min for arm64 under emulation). `arch` (e.g. arm64) makes it for another architecture; keep each in a storage
     of its own, since both carry the real base's name."""
-    if missing():
-        raise UserError(f"the image build needs {', '.join(missing())}: apt-get install {' '.join(missing())}",
-                        NOT_READY)
+    absent = missing(BUILD_TOOLS)
+    if absent:
+        raise UserError(f"the image build needs {', '.join(absent)}: apt-get install {' '.join(absent)}", NOT_READY)
     label = f"metalmart.standin={_recipe(arch)}"
     if storage.has(BASE):
         done = storage.run("buildah", "inspect", "--type", "image", "--format", "{{.Docker.Config.Labels}}", BASE)
@@ -125,7 +126,7 @@ def ensure_base(storage: Storage, say: Say, arch: str | None = None) -> str:
 
 def prepare(say: Say, arch: str = "arm64") -> None:
     """The stand-in base for `arch` made ahead where this machine emulates it: under emulation debootstrap takes
-    minutes, more than a test may wait, so the test setup calls this (`python -m demokit.images.standin prepare
+    minutes, more than a test may wait, so the test setup calls this (`python -m demokit.testcluster.standin prepare
     arm64`) and the arm64 build test starts from it. Where there is no emulation, one line says the test is skipped."""
     if not emulates(arch):
         say(f"no {arch} emulation here (binfmt_misc with qemu-user-static): the {arch} build test will be skipped")
@@ -164,7 +165,7 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] != ["prepare"] or len(sys.argv) != 3:
-        print("usage: python -m demokit.images.standin prepare ARCH (e.g. arm64)", file=sys.stderr)
+        print("usage: python -m demokit.testcluster.standin prepare ARCH (e.g. arm64)", file=sys.stderr)
         sys.exit(2)
     try:
         prepare(lambda m: print(m, file=sys.stderr, flush=True), sys.argv[2])

@@ -1,7 +1,8 @@
 """A real Kubernetes control plane on 127.0.0.1, for the tests and for trying a cluster target by hand (`./run cluster
-start`): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (nodes without a kubelet: pods become
-Running and Ready by kwok's stages, Job pods complete), under a private supervisord, with certificates made for each
-run. Binaries come from `demokit.kube.kubebuild` (built once from pinned Go modules).
+start`): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and, where asked, kwok (fake nodes without a
+kubelet: pods become Running and Ready by kwok's stages, Job pods complete), under a private supervisord, with
+certificates made for each run (demokit.testcluster.pki). Binaries come from `demokit.testcluster.kubebuild` (built
+once from pinned Go modules).
 
 What a bare control plane lacks, and what stands in for it here:
 - storage: a default StorageClass with no provisioner, and hostPath PersistentVolumes that this module keeps
@@ -15,9 +16,7 @@ Images are never pulled and probes never run: only a real kubelet (minikube) sho
 
 from __future__ import annotations
 
-import base64
 import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -33,9 +32,9 @@ from typing import Any
 import yaml
 
 from demokit import probes
-from demokit.kube import kubebuild, node
 from demokit.local.supervise import Program, Supervisor
 from demokit.targets import CONTROL_PLANE_CONTEXT
+from demokit.testcluster import kubebuild, node, pki
 
 Say = Callable[[str], None]
 CONTEXT = CONTROL_PLANE_CONTEXT
@@ -46,104 +45,6 @@ KWOK_GROUP = "kwok.x-k8s.io"
 VOLUMES = 6
 VOLUME_SIZE = "10Gi"
 SERVICE_CIDR = node.SERVICE_CIDR
-
-
-# ---- certificates -------------------------------------------------------------------------------------------------
-
-def _pki(where: Path) -> None:
-    """A CA, the API server's serving certificate and a client certificate per component, made for this run."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    where.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def key_pem(key: Any) -> bytes:
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-
-    def name(cn: str, org: str | None = None) -> x509.Name:
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        return x509.Name(attrs)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("metalmart-test-ca")).issuer_name(name("metalmart-test-ca"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    (where / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (where / "ca.key").write_bytes(key_pem(ca_key))
-
-    def issue(file: str, cn: str, org: str | None = None, server: bool = False) -> None:
-        _issue(where, where, file, cn, org, server)
-
-    issue("apiserver", "kube-apiserver", server=True)
-    issue("admin", "metalmart-admin", "system:masters")
-    issue("kwok", "kwok", "system:masters")
-    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
-    issue("controller-manager", "system:kube-controller-manager")
-    issue("scheduler", "system:kube-scheduler")
-    sa_key = ec.generate_private_key(ec.SECP256R1())
-    (where / "sa.key").write_bytes(key_pem(sa_key))
-    (where / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
-def _issue(ca_dir: Path, where: Path, file: str, cn: str, org: str | None = None, server: bool = False) -> None:
-    """A certificate (and key) signed by the CA in `ca_dir`, as `where/<file>.crt|.key`: a client's, or the API
-    server's own (`server`)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    where.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=30))
-               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                     else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
-                              critical=False))
-    if server:
-        dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-               "kubernetes.default.svc.cluster.local"]
-        ips = [ipaddress.ip_address("127.0.0.1"), next(ipaddress.ip_network(SERVICE_CIDR).hosts())]
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(d) for d in dns] + [x509.IPAddress(i) for i in ips]), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    (where / f"{file}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (where / f"{file}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-
-
-def _kubeconfig(pki: Path, user: str, server: str, context: str) -> str:
-    def b64(file: str) -> str:
-        return base64.b64encode((pki / file).read_bytes()).decode()
-
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": context, "preferences": {},
-        "clusters": [{"name": context, "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": f"{context}-{user}", "user": {"client-certificate-data": b64(f"{user}.crt"),
-                                                         "client-key-data": b64(f"{user}.key")}}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": f"{context}-{user}"}}],
-    })
 
 
 # ---- the control plane --------------------------------------------------------------------------------------------
@@ -187,7 +88,7 @@ class ControlPlane:
 
     def _programs(self) -> list[Program]:
         bins = {c.name: str(kubebuild.binary(c.name)) for c in kubebuild.COMPONENTS}
-        p, pki, d = self.ports, self.pki, self.dir
+        p, certs, d = self.ports, self.pki, self.dir
         kwok = [Program("kwok", [
             bins["kwok"], "--kubeconfig", str(d / "kwok.kubeconfig"), "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
@@ -209,31 +110,34 @@ class ControlPlane:
                 bins["kube-apiserver"], "--etcd-servers", etcd, "--bind-address", "127.0.0.1",
                 "--advertise-address", "127.0.0.1", "--secure-port", str(p["apiserver"]),
                 "--cert-dir", str(d / "apiserver-certs"),
-                "--tls-cert-file", str(pki / "apiserver.crt"), "--tls-private-key-file", str(pki / "apiserver.key"),
-                "--client-ca-file", str(pki / "ca.crt"),
-                "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
-                "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
+                "--tls-cert-file", str(certs / "apiserver.crt"), "--tls-private-key-file", str(certs / "apiserver.key"),
+                "--client-ca-file", str(certs / "ca.crt"),
+                "--kubelet-client-certificate", str(certs / "apiserver-kubelet-client.crt"),
+                "--kubelet-client-key", str(certs / "apiserver-kubelet-client.key"),
                 "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                "--service-account-key-file", str(pki / "sa.pub"),
-                "--service-account-signing-key-file", str(pki / "sa.key"),
+                "--service-account-key-file", str(certs / "sa.pub"),
+                "--service-account-signing-key-file", str(certs / "sa.key"),
                 "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "Node,RBAC",
                 "--endpoint-reconciler-type", "none", "--allow-privileged=true",
                 # A real node's exec, logs and port-forward go to its address, never to its name looked up in DNS.
                 "--kubelet-preferred-address-types", "InternalIP,Hostname",
-                # With fake nodes, pods go to them unless their namespace asks for the real node (demokit.kube.node).
+                # With fake nodes, pods go to them unless their namespace asks for the real node
+                # (demokit.testcluster.node).
                 "--enable-admission-plugins", "PodNodeSelector",
                 "--admission-control-config-file", str(d / "admission.yaml"),
                 "--enable-priority-and-fairness=false", "--v", "1"]),
             Program("kube-controller-manager", [
                 bins["kube-controller-manager"], "--kubeconfig", str(d / "controller-manager.kubeconfig"),
-                "--use-service-account-credentials", "--service-account-private-key-file", str(pki / "sa.key"),
-                "--root-ca-file", str(pki / "ca.crt"), "--leader-elect=false", "--secure-port", "0",
-                "--cluster-signing-cert-file", str(pki / "ca.crt"), "--cluster-signing-key-file", str(pki / "ca.key"),
+                "--use-service-account-credentials", "--service-account-private-key-file", str(certs / "sa.key"),
+                "--root-ca-file", str(certs / "ca.crt"), "--leader-elect=false", "--secure-port", "0",
+                "--cluster-signing-cert-file", str(certs / "ca.crt"),
+                "--cluster-signing-key-file", str(certs / "ca.key"),
                 "--concurrent-deployment-syncs", "10", "--v", "1"]),
             Program("kube-scheduler", [bins["kube-scheduler"], "--kubeconfig", str(d / "scheduler.kubeconfig"),
                                        "--leader-elect=false", "--secure-port", "0", "--v", "1"]),
             *kwok,
-            Program("volumes", [sys.executable, "-m", "demokit.kube.controlplane", "volumes", str(d), self.context]),
+            Program("volumes", [sys.executable, "-m", "demokit.testcluster.controlplane", "volumes", str(d),
+                                self.context]),
         ]
 
     # -- lifecycle --
@@ -253,14 +157,14 @@ class ControlPlane:
         (self.dir / "ports.json").write_text(json.dumps({
             name: probes.free_port() for name in ("etcd", "etcd_peer", "etcd_metrics", "apiserver",
                                                   *(("kwok",) if fake_nodes else ()))}))
-        _pki(self.pki)
+        pki.authority(self.pki, SERVICE_CIDR)
         default = {"clusterDefaultNodeSelector": node.KWOK_SELECTOR} if fake_nodes else {}
         (self.dir / "admission.yaml").write_text(yaml.safe_dump({
             "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
             "plugins": [{"name": "PodNodeSelector", "configuration": {"podNodeSelectorPluginConfig": default}}]}))
         for user in ("admin", "controller-manager", "scheduler", *(("kwok",) if fake_nodes else ())):
             path = self.kubeconfig if user == "admin" else self.dir / f"{user}.kubeconfig"
-            path.write_text(_kubeconfig(self.pki, user, self.server, self.context))
+            path.write_text(pki.kubeconfig(self.pki, user, self.server, self.context))
             path.chmod(0o600)
         if fake_nodes:
             stages = [yaml.safe_load(f.read_text()) for f in
@@ -311,12 +215,12 @@ class ControlPlane:
         return True
 
     def issue_client(self, where: Path, file: str, cn: str, org: str | None = None) -> None:
-        _issue(self.pki, where, file, cn, org)
+        pki.issue(self.pki, where, file, cn, org)
 
     def kubeconfig_for(self, where: Path, user: str) -> str:
         """A kubeconfig for the client certificate `where/<user>.crt` (the CA is this plane's)."""
         shutil.copyfile(self.pki / "ca.crt", where / "ca.crt")
-        return _kubeconfig(where, user, self.server, self.context)
+        return pki.kubeconfig(where, user, self.server, self.context)
 
     def stop(self, say: Say) -> bool:
         node.Node(self.dir).stop(say)
@@ -496,7 +400,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["volumes"] and len(argv) == 3:
         keep_volumes(Path(argv[1]), argv[2])
         return 0
-    print("usage: python -m demokit.kube.controlplane volumes DIR CONTEXT", file=sys.stderr)
+    print("usage: python -m demokit.testcluster.controlplane volumes DIR CONTEXT", file=sys.stderr)
     return 2
 
 

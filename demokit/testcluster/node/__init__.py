@@ -34,8 +34,8 @@ import yaml
 
 from demokit import probes
 from demokit.errors import NOT_READY, UserError
-from demokit.kube import kubebuild
 from demokit.local.supervise import Program, Supervisor
+from demokit.testcluster import kubebuild
 
 Say = Callable[[str], None]
 NAME = "metalmart-node"
@@ -69,14 +69,14 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def unavailable(mine: Path | None = None) -> str | None:
+def unavailable(mine: Path | None = None, packages: bool = True) -> str | None:
     """Why a real node cannot run on this machine (None when it can); `mine`: the folder of the node asking, which
-    may take its own place back."""
+    may take its own place back; `packages=False`: not counting Debian's packages (they are being installed)."""
     if platform.system() != "Linux":
         return f"a real node needs Linux (this is {platform.system()})"
     if os.geteuid() != 0:
         return "a real node needs root (network, mounts and cgroups)"
-    absent = missing_packages()
+    absent = missing_packages() if packages else []
     if absent:
         return f"a real node needs {', '.join(absent)} (apt-get install {' '.join(absent)})"
     if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
@@ -97,12 +97,19 @@ def missing_packages() -> list[str]:
     return absent
 
 
+def installs_packages() -> bool:
+    """Whether install_packages will install what the node lacks here: root on Debian or Ubuntu, something missing."""
+    return bool(missing_packages()) and os.geteuid() == 0 and shutil.which("apt-get") is not None \
+        and Path("/etc/debian_version").exists()
+
+
 def install_packages(say: Say) -> None:
     """As root on Debian or Ubuntu, install what a real node lacks from Debian's packages, as the tests' setup does
     (scripts/ensure-test-deps.sh), saying so in one line first; elsewhere nothing (unavailable() names the command)."""
-    absent = missing_packages()
-    if not absent or os.geteuid() != 0 or shutil.which("apt-get") is None or not Path("/etc/debian_version").exists():
+    if not installs_packages():
         return
+    absent = missing_packages()
+    t0 = time.monotonic()
     say(f"the real node needs {', '.join(absent)}: installing them from Debian's packages "
         f"(apt-get install {' '.join(absent)})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -113,6 +120,7 @@ def install_packages(say: Say) -> None:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"{' '.join(argv[:2])} failed ({last[0]}); install them by hand: apt-get install "
                             f"{' '.join(absent)}", NOT_READY)
+    say(f"installed {', '.join(absent)} in {time.monotonic() - t0:.0f} s")
 
 
 def _owner() -> str | None:
@@ -310,7 +318,7 @@ state = "{d / 'containerd-state'}"
         try:
             sup.start(["containerd"])
             self._until(lambda: self.crictl("info", timeout=10), 30, "containerd")
-            from demokit.kube.node import images
+            from demokit.testcluster.node import images
 
             images.ensure_pause(self, say, PAUSE_IMAGE)
             images.ensure_services(self, say)
@@ -464,19 +472,23 @@ PAUSE_IMAGE = "localhost/metalmart-pause:1"
 
 
 def prepare(say: Say, binaries: tuple[str, ...] = kubebuild.NODE, mine: Path | None = None) -> None:
-    """`binaries` built and, where a node can run, its stand-in images made, side by side: the images' downloads
-    and writes (debootstrap, Maven, buildah) overlap the Go compiles. Where no node can run, one line says why and
-    only the binaries are built. `./run cluster start` and the test setup call it, so nothing waits for a cold
-    build later."""
-    why = unavailable(mine)
+    """`binaries` built and, where a node can run, what it lacks from Debian's packages installed and its stand-in
+    images made, side by side with the Go builds: the installs', downloads' and writes' waits (apt, debootstrap,
+    Maven, buildah) overlap the compiles. Where no node can run, one line says why and only the binaries are built.
+    `./run cluster start` and the test setup call it, so nothing waits for a cold build later."""
+    why = unavailable(mine, packages=not installs_packages())
     if why:
         say(f"no real node here ({why})")
         kubebuild.ensure(say, tuple(b for b in binaries if b not in kubebuild.NODE))
         return
-    from demokit.kube.node import images
+    from demokit.testcluster.node import images
+
+    def node_side() -> None:
+        install_packages(say)
+        images.build_services(say)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="node-images") as pool:
-        made = pool.submit(images.build_services, say)
+        made = pool.submit(node_side)
         try:
             kubebuild.ensure(say, binaries)
         finally:
@@ -484,9 +496,9 @@ def prepare(say: Say, binaries: tuple[str, ...] = kubebuild.NODE, mine: Path | N
 
 
 def main(argv: list[str]) -> int:
-    """`python -m demokit.kube.node load DIR REF`: import REF (built in the image storage) into the node whose folder
-    is DIR, for the metalmart_app role; prints {"changed": bool}. `python -m demokit.kube.node prepare`: build
-    ahead."""
+    """`python -m demokit.testcluster.node load DIR REF`: import REF (built in the image storage) into the node whose
+    folder is DIR, for the metalmart_app role; prints {"changed": bool}. `python -m demokit.testcluster.node prepare`:
+    build ahead."""
     if argv == ["prepare"]:
         try:
             # What the tests run: the control plane with fake nodes, the real node, helm for the operator's chart and
@@ -497,7 +509,7 @@ def main(argv: list[str]) -> int:
             return exc.code
         return 0
     if len(argv) == 3 and argv[0] == "load":
-        from demokit.kube.node import images
+        from demokit.testcluster.node import images
 
         real = Node(Path(argv[1]).parent)
         if not real.running():  # the kwok node carries the demo's pods: they need no image
@@ -510,5 +522,5 @@ def main(argv: list[str]) -> int:
             return exc.code
         print(json.dumps({"changed": changed}))
         return 0
-    print("usage: python -m demokit.kube.node load NODE_DIR IMAGE_REF | prepare", file=sys.stderr)
+    print("usage: python -m demokit.testcluster.node load NODE_DIR IMAGE_REF | prepare", file=sys.stderr)
     return 2

