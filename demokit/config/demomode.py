@@ -3,15 +3,15 @@ cluster), and switched on exactly the workloads that read it (metalmart/services
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from demokit.errors import NOT_READY, UNREACHABLE, UserError
-from demokit.kube import cluster
-from demokit.local.localstack import LocalStack
-from demokit.targets import Target
 from metalmart import services as table
 from metalmart.settings import DEMO_STEPS, NORMAL_STEPS
+
+if TYPE_CHECKING:
+    from demokit.targets import Target
 
 Say = Callable[[str], None]
 
@@ -52,12 +52,39 @@ def _deployments(target: Target) -> dict[str, Any]:
 def live(target: Target) -> dict[str, bool | None]:
     """{workload: DEMO_MODE it runs with} for the workloads that read it; {} when none runs."""
     if target.kind == "local":
+        from demokit.local.localstack import LocalStack
+
         return LocalStack(target).live_demo_mode()
+    from kubernetes.client import ApiClient
+
+    return from_deployments(ApiClient().sanitize_for_serialization(d) for d in _deployments(target).values())
+
+
+def from_deployments(deployments: Iterable[Mapping[str, Any]]) -> dict[str, bool | None]:
+    """{workload: DEMO_MODE it runs with} from Deployments as the API returns them (the roles' lookups hand them
+    over as they are), for the workloads that read it."""
+    names = set(readers())
     values: dict[str, bool | None] = {}
-    for name, deployment in _deployments(target).items():
-        env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env or []}
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        if name not in names:
+            continue
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env")
+               or []}
         values[name] = None if "DEMO_MODE" not in env else env["DEMO_MODE"] == "true"
     return values
+
+
+def kept(running: dict[str, bool | None], wanted: bool, target: str) -> tuple[bool | None, str]:
+    """(the DEMO_MODE a fresh-start or deploy keeps, what it says) when the mode that runs differs from the
+    inventory's (`./run demo-mode` switched it): kept rather than flipped back; (None, "") otherwise. The one rule,
+    for `local` (demokit.tasks.stack) and for the clusters (roles/metalmart, through filter_plugins/metalmart.py)."""
+    now = state(running)
+    if now not in ("on", "off") or (now == "on") == wanted:
+        return None, ""
+    follow = "on" if wanted else "off"
+    return now == "on", (f"keeping DEMO_MODE {now} as it runs (the inventory says {follow}); ./run demo-mode "
+                         f"{follow} --target {target} to follow the inventory")
 
 
 def state(values: dict[str, bool | None]) -> str:
@@ -71,7 +98,11 @@ def state(values: dict[str, bool | None]) -> str:
 def switch(target: Target, on: bool, say: Say, verbose: bool = False) -> list[str]:
     """DEMO_MODE on or off on the workloads that read it; returns the ones restarted."""
     if target.kind == "local":
+        from demokit.local.localstack import LocalStack
+
         return LocalStack(target).set_demo_mode(on, say)
+    from demokit.kube import cluster
+
     before = _deployments(target)
     image = next(iter(before.values())).spec.template.spec.containers[0].image
     # The image that runs, whatever the working copy holds: only DEMO_MODE may change.

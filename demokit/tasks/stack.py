@@ -24,15 +24,13 @@ def _kept_demo_mode(target: targets.Target) -> bool | None:
     """DEMO_MODE as it runs when it differs from the inventory's (switched with ./run demo-mode): a fresh-start
     keeps it, and says so, rather than flip it back."""
     try:
-        running = demomode.state(demomode.live(target))
+        running = demomode.live(target)
     except UserError:
         return None  # nothing deployed yet, or not reachable: the playbook says what is wrong
-    wanted = bool(target.get("metalmart_demo_mode"))
-    if running not in ("on", "off") or (running == "on") == wanted:
-        return None
-    say(f"keeping DEMO_MODE {running} as it runs (the inventory says {'on' if wanted else 'off'}); "
-        f"./run demo-mode {'on' if wanted else 'off'} --target {target.name} to follow the inventory")
-    return running == "on"
+    keep, said = demomode.kept(running, bool(target.get("metalmart_demo_mode")), target.name)
+    if said:
+        say(said)
+    return keep
 
 
 # A presenter's fresh-start and deploy keep DEMO_MODE as `./run demo-mode` switched it (the deploy playbook reads it
@@ -44,7 +42,7 @@ def _real_node_runs(target: targets.Target) -> None:
     """A target whose pods go to a real node (the test cluster's, `metalmart_app_node_dir`) is refused in one line,
     before anything is deployed, when that node does not run: kwok's nodes only pretend to run pods, so nothing
     would answer."""
-    from demokit.kube import node
+    from demokit.testcluster import node
 
     named = str(target.get("metalmart_app_node_dir") or "")
     if not named:
