@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from invoke import Collection, Context
@@ -55,7 +56,7 @@ def pipeline(c: Context, seconds: float = 10.0, processor_seconds: float = 20.0,
         if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
                           capture_output=True).returncode != 0:
             raise UserError(f"--against {ref}: no such commit here; e.g. --against main or --against HEAD~3", USAGE)
-    c.run(f"bash {ROOT / 'scripts' / 'ensure-test-deps.sh'}", pty=False)
+    c.run(f"bash {shlex.quote(str(ROOT / 'scripts' / 'ensure-test-deps.sh'))}", pty=False)
     main(float(seconds), float(processor_seconds), chosen if processor else (), refs)
 
 

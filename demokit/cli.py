@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import invoke
@@ -42,6 +44,22 @@ class Executor(invoke.Executor):
 
 
 class Program(invoke.Program):
+    """Invoke's Program, through its own hooks: the argument list normalized (`normalize_argv`), a parse error made
+    one line with exit 2 (`parse_core`, `parse_tasks`: Invoke's `run` prints an Exit's message and exits with its
+    code), and the project's invoke.yaml found beside tasks.py (`parse_collection`)."""
+
+    def normalize_argv(self, argv: list[str] | str | None) -> None:
+        super().normalize_argv(argv)
+        self.argv = self.argv[:1] + self._words_as_options(list(self.argv[1:]))
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        with _usage_errors():
+            super().parse_core(argv)
+
+    def parse_tasks(self) -> None:
+        with _usage_errors():
+            super().parse_tasks()
+
     def parse_collection(self) -> None:
         super().parse_collection()
         # The project's invoke.yaml sits beside tasks.py, whatever folder ./run is started from.
@@ -64,30 +82,13 @@ class Program(invoke.Program):
                     out.append(f"--{option.replace('_', '-')}")
         return out
 
-    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
-        try:
-            self.create_config()
-            self.normalize_argv(argv)
-            self.parse_core(self.argv[:1] + self._words_as_options(self.argv[1:]))
-            self.parse_collection()
-            self.parse_tasks()
-            self.parse_cleanup()
-            self.update_config()
-            self.execute()
-        except ParseError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(USAGE)
-        except Exit as exc:
-            if exc.message:
-                print(exc.message, file=sys.stderr)
-            sys.exit(exc.code)
-        except UnexpectedExit as exc:
-            if exc.result.hide:
-                print(exc, file=sys.stderr, end="")
-            sys.exit(exc.result.exited)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(INTERRUPTED)
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except ParseError as exc:
+        raise Exit(f"error: {exc}", code=USAGE) from None
 
 
 def _exit_without_final_collection() -> None:
@@ -99,8 +100,13 @@ def _exit_without_final_collection() -> None:
     gc.freeze()
 
 
-def main(namespace: invoke.Collection) -> None:
-    """Run the command line over `namespace`, the project's tasks as tasks.py gathers them (`./run` runs it)."""
+def main(namespace: invoke.Collection, argv: list[str] | None = None, binary: str = "./run") -> None:
+    """Run the command line over `namespace`, the project's tasks as tasks.py gathers them (`./run` runs it, and so
+    does scripts/load_generator.py with its own `argv`). Ctrl-C outside a task (while parsing) exits 130 too."""
     atexit.register(_exit_without_final_collection)
-    Program(namespace=namespace, executor_class=Executor, name="MetalMart demo", binary="./run",
-            version="0.1.0").run()
+    try:
+        Program(namespace=namespace, executor_class=Executor, name="MetalMart demo", binary=binary,
+                version="0.1.0").run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(INTERRUPTED)

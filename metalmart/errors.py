@@ -1,5 +1,6 @@
 """Failures a user can fix, and their exit codes: shared by the app's command-line tools (the load generator) and
-the automation (`demokit.errors.friendly` turns them into one line), without either importing the other's code."""
+the automation (demokit.errors re-exports them; `./run`'s Executor in demokit.cli turns each into one line with its
+exit code), while the app imports nothing of the automation."""
 
 from __future__ import annotations
 
