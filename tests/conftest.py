@@ -11,9 +11,9 @@ import pytest
 
 from demokit import targets
 from demokit.config import render
-from demokit.kube import kubebuild
-from demokit.kube.controlplane import ControlPlane
 from demokit.probes import free_port, http_ok, until
+from demokit.testcluster import kubebuild
+from demokit.testcluster.controlplane import ControlPlane
 from tests import kube
 from tests.helpers import (
     ROOT,
@@ -55,6 +55,50 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return SHARED_GROUPS.get(path.rsplit("/", 1)[-1], path)
 
     return ByGroup(config, log)
+
+
+# ---- tiers: what a test starts ------------------------------------------------------------------------------------
+
+TIERS = ("unit", "stack", "cluster", "browser")
+# Fixtures that start processes: a test using one is in the stack tier at least (cluster and browser stay theirs).
+PROCESS_FIXTURES = {"broker", "tansu", "postgres", "database_url", "mirrord", "render_minikube", "stack", "log_dir",
+                    "control_plane", "pod_backend", "converged"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in exactly one tier: its own marker, or `stack` when it uses a fixture that starts processes, else
+    `unit` (kept from starting any: `_unit_starts_no_process`). Two tiers on one test stop the collection."""
+    both = []
+    for item in items:
+        named = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(named) > 1:
+            both.append(f"{item.nodeid}: {', '.join(sorted(named))}")
+        elif not named:
+            uses = set(getattr(item, "fixturenames", ())) & PROCESS_FIXTURES
+            item.add_marker(pytest.mark.stack if uses else pytest.mark.unit)
+    if both:
+        raise pytest.UsageError("a test is in one tier only; these name several:\n" + "\n".join(both))
+
+
+class _NoProcess(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit tier starts no process: a test that does belongs to `stack` (mark it so)."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _NoProcess(f"{request.node.nodeid} is in the unit tier and started a process; mark it "
+                         "pytest.mark.stack")
+
+    import subprocess
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
 
 
 @pytest.fixture(scope="session")

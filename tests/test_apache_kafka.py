@@ -70,6 +70,7 @@ def test_an_unreachable_repository_is_one_line(monkeypatch: pytest.MonkeyPatch, 
         apache.ensure(print)
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize(("version", "found"), [("1.8.0_392", "8"), ("11.0.21", "11")])
 def test_an_old_java_is_one_line_with_the_fix(version: str, found: str, monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
@@ -89,5 +90,6 @@ def test_no_java_at_all_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch
         apache.java()
 
 
+@pytest.mark.stack
 def test_the_current_java_is_taken() -> None:
     assert Path(apache.java()).exists()

@@ -25,7 +25,7 @@ from metalmart import services as table
 from tests.dap import Dap
 from tests.helpers import ROOT, LocalTarget, Proc, order_body, request, sql
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]  # a broker, the app, a real debugger
 
 POLL_INTERVAL_MS = 10_000  # the consumer's max.poll.interval.ms for this test: the hold goes well past it
 HOLD_S = 45.0  # past the old republish bound on `local` (2 × (6 s session + 10 s of steps) = 32 s) and the above

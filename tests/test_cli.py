@@ -14,6 +14,8 @@ from invoke import Collection
 from tasks import ns  # the whole command line: the project's tasks and the benchmarks'
 from tests.helpers import ROOT, RUN
 
+pytestmark = pytest.mark.stack  # ./run
+
 POSITIONAL = {"cluster": ["status"]}
 
 

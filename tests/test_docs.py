@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import ROOT, RUN
 
+pytestmark = pytest.mark.stack  # ./run with --help
+
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # `./run TASK …` in inline code (which may wrap), or a line of a shell block up to its comment.
 INLINE = re.compile(r"`(\./run(?:\s[^`]*)?)`")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import ROOT, RUN
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]  # brokers, PostgreSQL, the app, faults
 
 
 @pytest.mark.parametrize("kafka", ["tansu", "apache"])

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from demokit.images import DOCKERFILE, content_tag, context, standin
+from demokit.images import DOCKERFILE, content_tag, context
 from demokit.kafka import ensure_topic
 from demokit.probes import free_port, http_ok, until
+from demokit.testcluster import standin
 from tests.helpers import ROOT, Broker, Postgres
 
 # ---- the context ------------------------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ def _container(storage: standin.Storage, ref: str, args: list[str], env: dict[st
 
 @pytest.mark.slow
 @needs_builder
+@pytest.mark.stack
 def test_every_service_in_the_built_image_starts_as_its_non_root_user(
         image: tuple[standin.Storage, str], broker: Broker, postgres: Postgres) -> None:
     storage, ref = image
@@ -130,6 +132,7 @@ def test_every_service_in_the_built_image_starts_as_its_non_root_user(
 
 @pytest.mark.slow
 @needs_builder
+@pytest.mark.stack
 def test_a_dockerignore_that_drops_the_dockerfile_fails_a_build_without_file(
         image: tuple[standin.Storage, str], tmp_path: Path) -> None:
     """What minikube did before roles/images passed --file: the Dockerfile never reached the builder."""
@@ -152,6 +155,7 @@ def test_a_dockerignore_that_drops_the_dockerfile_fails_a_build_without_file(
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not standin.emulates("arm64"), reason="this machine cannot run arm64 binaries (binfmt_misc with "
                     "qemu-user-static; scripts/ensure-test-deps.sh sets it up where the kernel allows)")
+@pytest.mark.stack
 def test_the_image_builds_for_linux_arm64_where_hdrhistogram_has_no_wheel() -> None:
     """An Apple Silicon minikube node's build: pip compiles hdrhistogram in the build stage, and the image runs."""
     storage = standin.Storage(standin.cache_dir() / "storage-arm64")

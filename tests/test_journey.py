@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import ROOT, path_without_minikube
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]  # ./run in a clean clone
 
 
 def _readme_commands() -> list[str]:

@@ -20,6 +20,8 @@ from demokit.probes import holds, until
 from tests import kube
 from tests.helpers import AppStack, KafkaBroker, post_orders, request, sql
 
+pytestmark = pytest.mark.stack  # brokers and the topic step
+
 NO_REPUBLISH = {"ORDER_REPUBLISH_AFTER_S": "3600"}  # the reconciler must not hide a stalled processor
 
 

@@ -17,6 +17,8 @@ import pytest
 from demokit.probes import free_port, http_ok, until
 from tests.helpers import ROOT, RUN, Proc
 
+pytestmark = pytest.mark.stack  # ./run load
+
 
 class Stub:
     def __init__(self, log_dir: Path, delay_ms: float = 0.0) -> None:

@@ -15,6 +15,8 @@ import pytest
 from demokit.probes import holds, http_ok, port_open, until
 from tests.helpers import LocalTarget
 
+pytestmark = pytest.mark.stack  # ./run and the local stack
+
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[LocalTarget]:

@@ -19,6 +19,8 @@ from demokit import images, targets
 from tests.conftest import Rendered
 from tests.helpers import ROOT, RUN
 
+pytestmark = pytest.mark.stack  # ./run render (Ansible)
+
 SHARED = ROOT.parent / "shared" / "mirrord"
 CRD_SCHEMAS = {"MirrordPropertyList": "crd-schema-MirrordPropertyList-v1.json",
                "MirrordSplitConfig": "crd-schema-MirrordSplitConfig-v1.json",

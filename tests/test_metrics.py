@@ -126,6 +126,7 @@ def test_json_only_on_stdout_and_a_missing_order_service_is_named(broker: Broker
     assert "order_service unreachable" in done.stderr
 
 
+@pytest.mark.stack
 def test_nothing_reachable_is_one_line_and_non_zero() -> None:
     done = _metrics("--bootstrap", f"127.0.0.1:{free_port()}", "--order-url", f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 3
@@ -166,6 +167,7 @@ def test_the_processor_tells_a_session_by_the_operators_topic_format(name: str, 
     assert processor_source(name, fmt) == source
 
 
+@pytest.mark.stack
 def test_a_temporary_topic_no_one_reads_is_reported_and_its_fix_deletes_only_it(tmp_path: Path) -> None:
     """On `local` with Apache Kafka and the operator's topic format set in the inventory: the topics of a session
     that runs (read by its consumer and the fallback's) and one a session left behind."""

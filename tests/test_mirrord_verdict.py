@@ -22,6 +22,8 @@ from demokit import targets
 from demokit.config import mirrordcfg, render, verdict
 from tests.helpers import ROOT, Broker, LocalTarget
 
+pytestmark = pytest.mark.stack  # mirrord's checker, Ansible, a broker
+
 CLUSTER_TARGETS = sorted(p.name for p in (ROOT / "inventories").iterdir()
                          if (p / "group_vars" / "all.yml").is_file()
                          and yaml.safe_load((p / "group_vars" / "all.yml").read_text()).get("target_kind") != "local")

@@ -24,7 +24,7 @@ from demokit.local.localstack import LocalStack
 from demokit.probes import holds, http_ok, until
 from tests.helpers import ROOT, RUN, LocalTarget, inventory, post_orders, request
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]  # ./run on a new machine's paths
 
 
 @pytest.fixture
@@ -199,7 +199,7 @@ def test_cluster_start_installs_what_the_real_node_lacks_in_one_line(tmp_path: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """As root on Debian, the node's missing packages come from Debian's packages, said first in one line (apt-get
     stands in here: this machine has them all)."""
-    from demokit.kube import node
+    from demokit.testcluster import node
 
     calls = tmp_path / "calls"
     bin_dir = tmp_path / "bin"

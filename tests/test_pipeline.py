@@ -20,6 +20,8 @@ from demokit.kafka import ensure_topic
 from demokit.probes import holds, until
 from tests.helpers import AppStack, Broker, KafkaBroker, TansuBroker, order_body, post_orders, read_topic, request, sql
 
+pytestmark = pytest.mark.stack  # brokers, databases, the app
+
 
 def _emails(n: int) -> list[str]:
     domains = ("metalbear.com", "example.org", "customer.io")

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.pipeline_bench import pgbench
 from tests.helpers import Postgres, sql
+
+pytestmark = pytest.mark.stack  # hey and the app
 
 
 def test_pgbench_runs_the_create_transaction_on_the_order_schema(postgres: Postgres, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from metalmart.loadgen import OPTIONS
 from tests.helpers import ROOT, RUN, LocalTarget, post_orders, shipping_seconds
 
 SCHEMA = ROOT.parent / "shared" / "mirrord" / "mirrord-schema.json"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]  # ./run mirrord-config (Ansible)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The whole demo on real pods: a real node (containerd, runc, kubelet, kube-proxy, CoreDNS; demokit.kube.node)
+"""The whole demo on real pods: a real node (containerd, runc, kubelet, kube-proxy, CoreDNS; demokit.testcluster.node)
 joined to the session's control plane, the app image built from our Dockerfile and stand-in Kafka and PostgreSQL
 images made here. One node and one converge serve the module; its last test stops the node and finds nothing left
 behind.
@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from demokit.kube import node as realnode
-from demokit.kube.controlplane import ControlPlane
 from demokit.probes import holds, http_ok, until
+from demokit.testcluster import node as realnode
+from demokit.testcluster.controlplane import ControlPlane
 from tests import kube
 from tests.helpers import shipping_seconds
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # the real node
 
 
 @pytest.fixture(scope="module")

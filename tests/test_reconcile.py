@@ -15,6 +15,8 @@ from demokit.kafka import apache, ensure_topic
 from metalmart.reconcile import RecordCheck
 from tests.helpers import AppStack, Broker, post_orders
 
+pytestmark = pytest.mark.stack  # brokers and the reconciler
+
 
 def _produce(bootstrap: str, topic: str, keys: list[str]) -> dict[str, tuple[int, int]]:
     """Each key's (partition, offset) from its delivery report, sent as one batch per partition."""

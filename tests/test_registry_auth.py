@@ -86,6 +86,7 @@ def test_a_token_service_that_refuses_is_one_line_naming_the_login(stub: str) ->
     assert "\n" not in message and "token service" in message and "REGISTRY_USERNAME" in message
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize("tool", ["docker", "podman", "buildah"])
 def test_a_regions_image_is_built_for_its_nodes_platform_whatever_laptop_builds_it(
         tool: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

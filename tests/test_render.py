@@ -16,6 +16,8 @@ from demokit.errors import UserError
 from tests.conftest import Rendered
 from tests.helpers import ROOT, RUN
 
+pytestmark = pytest.mark.stack  # ./run render (Ansible)
+
 SHARED = ROOT.parent / "shared" / "mirrord"
 needs_shared = pytest.mark.skipif(not (SHARED / "mirrord-schema.json").exists(),
                                   reason="../shared/mirrord (mirrord's schemas) is not beside this checkout")

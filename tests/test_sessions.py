@@ -21,6 +21,8 @@ from demokit.probes import free_port, http_ok, until
 from tests import helpers
 from tests.helpers import ROOT, RUN, AppStack, Broker, LocalTarget, order_body, read_topic, request, service, sql
 
+pytestmark = pytest.mark.stack  # brokers, the app, ./run
+
 
 @pytest.fixture
 def stack(broker: Broker, log_dir: Path, tmp_path: Path) -> AppStack:

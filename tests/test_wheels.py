@@ -18,6 +18,8 @@ from packaging.utils import parse_wheel_filename
 
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.stack  # asks PyPI for the locked files
+
 PYTHONS = {"app": [(3, 11)], "automation": [(3, 11), (3, 12), (3, 13)]}
 MANYLINUX = range(36, 4, -1)  # glibc of Debian bookworm (python:3.11-slim-bookworm) and older
 PLATFORMS = {

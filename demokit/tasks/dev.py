@@ -33,40 +33,67 @@ def lint(c: Context, fix: bool = False) -> None:
         c.run(f"{_tool('lint-imports')}")  # the layers of the code: pyproject.toml, [tool.importlinter]
 
 
+# The suite's tiers, named for what their tests start (tests/conftest.py puts every test in one): which to run when is
+# in the README.
+TIERS = {
+    "unit": "starts no process: seconds, after any change",
+    "stack": "local processes (brokers, PostgreSQL, the app, Ansible, ./run, mirrord's checker, a builder)",
+    "cluster": "the real Kubernetes control plane and node",
+    "browser": "headless Chromium on the storefront and the metrics page",
+}
+
+
 @task(
     help={
         "k": "only tests matching this pytest -k expression",
-        "fast": "the fast tier: lint, unit and render tests (no control plane, no browser, no long end-to-end runs)",
+        "tier": "only these tiers, comma-separated: " + "; ".join(f"{t}: {w}" for t, w in TIERS.items())
+                + " (default: all)",
         "no_lint": "skip lint",
-        "no_setup": "skip installing PostgreSQL and Chromium and building the Kubernetes control plane",
+        "no_setup": "skip installing Debian's packages and building what the tiers run (mirrord's checker, the "
+                    "cluster)",
         "workers": "test processes (pytest-xdist; default: the cores, 2 to 4; 1 runs them in this process)",
     },
 )
-def test(c: Context, k: str = "", fast: bool = False, no_lint: bool = False, no_setup: bool = False,
+def test(c: Context, k: str = "", tier: str = "", no_lint: bool = False, no_setup: bool = False,
          workers: int = 0) -> None:
-    """Lint, then every test; --fast for the quick tier.
+    """Lint, then every test, or the tiers --tier names (unit, stack, cluster, browser).
 
-    Installs PostgreSQL and Chromium from Debian's packages first when absent, and builds the Kubernetes control
-    plane the cluster tests run against."""
-    distribution = _distribution(workers)  # bad input is refused before the setup's minutes
+    Installs what the tiers need from Debian's packages first when absent (PostgreSQL, Java, Chromium, Buildah, the
+    node's runtime), and builds mirrord's own checker and the Kubernetes cluster the cluster tests run against
+    (each once, then cached)."""
+    tiers = _tiers(tier)  # bad input is refused before the setup's minutes
+    distribution = _distribution(workers)
+    python = shlex.quote(sys.executable)
     with c.cd(str(ROOT)):
-        if not no_setup:
+        if not no_setup and set(tiers) != {"unit"}:
             c.run("bash scripts/ensure-test-deps.sh")
-            # mirrord's own config and jq code, the verdict on what the demo hands mirrord: built once from
-            # ../shared/mirrord (about 2.5 minutes cold), then cached; where it cannot be, one line says why.
-            c.run(f"{shlex.quote(sys.executable)} -m demokit.config.verdict build")
-            if not fast:
-                # The real Kubernetes control plane, the real node and the tools the cluster tests use, built once
-                # from pinned Go modules beside the node's stand-in images, then cached under ~/.cache/metalmart.
-                c.run(f"{shlex.quote(sys.executable)} -m demokit.kube.node prepare")
+            # mirrord's own config and jq code (the verdict on what the demo hands mirrord), built from
+            # ../shared/mirrord beside the cluster's builds below: their downloads and writes overlap its compile.
+            checker = c.run(f"{python} -m demokit.config.verdict build", asynchronous=True) \
+                if "stack" in tiers else None
+            if "cluster" in tiers:
+                # The real control plane, the real node and the tools the cluster tests use, from pinned Go modules
+                # beside the node's stand-in images.
+                c.run(f"{python} -m demokit.testcluster.node prepare")
+            if "stack" in tiers:
                 # The arm64 stand-in base, where this machine emulates arm64: minutes under emulation, once.
-                c.run(f"{shlex.quote(sys.executable)} -m demokit.images.standin prepare arm64")
+                c.run(f"{python} -m demokit.testcluster.standin prepare arm64")
+            if checker is not None:
+                checker.join()
         if not no_lint:
             lint(c)
         selected = f" -k {shlex.quote(k)}" if k else ""
-        tier = " -m 'not cluster and not slow and not browser'" if fast else ""
-        c.run(f"{shlex.quote(sys.executable)} -m pytest -q -ra --durations=15{tier}{selected}"
-              f"{distribution}", pty=sys.stdout.isatty())
+        marks = "" if set(tiers) == set(TIERS) else f" -m {shlex.quote(' or '.join(tiers))}"
+        c.run(f"{python} -m pytest -q -ra --durations=25{marks}{selected}{distribution}", pty=sys.stdout.isatty())
+
+
+def _tiers(text: str) -> list[str]:
+    tiers = [t.strip() for t in text.split(",") if t.strip()] or list(TIERS)
+    unknown = [t for t in tiers if t not in TIERS]
+    if unknown:
+        raise UserError(f"--tier {text}: no tier {', '.join(unknown)}; give some of {', '.join(TIERS)}, e.g. "
+                        "--tier unit,stack", USAGE)
+    return tiers
 
 
 def _distribution(workers: int) -> str:
@@ -78,7 +105,9 @@ def _distribution(workers: int) -> str:
         raise UserError(f"--workers {workers}: give 1 or more test processes (0 or none: as many as the cores)",
                         USAGE)
     count = workers or min(4, max(2, os.cpu_count() or 1))
-    return "" if count == 1 else f" -n {count}"
+    # A worker that dies ends the run at once, failed and named: restarted, it would leave pytest-xdist's scheduler
+    # waiting for ever for the files it had been handed (seen: both workers idle, no end).
+    return "" if count == 1 else f" -n {count} --max-worker-restart 0"
 
 
 LOCKS = {"app": [], "automation": ["--extra", "automation"], "dev": ["--extra", "automation", "--extra", "dev"]}
