@@ -178,6 +178,13 @@ def go_command(say: Say) -> str:
 def _go_env(work: Path) -> dict[str, str]:
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod -trimpath", "GOWORK": "off",
            "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")}
+    # The compiler and linker collect garbage only near a memory limit instead of at every doubling of their heap:
+    # a fifth less time on 2 cores (etcd cold: 77 s at Go's default, 68 s at GOGC=400, 61 s with collection off), at
+    # most a quarter of this machine's memory per process (two run at once), 3 GiB at most.
+    import psutil
+
+    env.setdefault("GOGC", "off")
+    env.setdefault("GOMEMLIMIT", f"{min(3072, psutil.virtual_memory().total // 4 // 2**20)}MiB")
     env.setdefault("GOPROXY", "https://proxy.golang.org")
     env["HOME"] = os.environ.get("HOME", str(work))
     return env
