@@ -48,7 +48,10 @@ def carried(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
     """(the session key, the headers to carry on) of a request: its W3C trace context and baggage as OpenTelemetry
     reads and writes them. Raises ValueError for a session key that is not a plain name: it would never match a
     session (and a substring of another's key would match the wrong one)."""
-    context = PROPAGATOR.extract({k.lower(): v for k, v in headers.items() if k.lower() in CARRIED})
+    present = {k.lower(): v for k, v in headers.items() if k.lower() in CARRIED}
+    if not present:  # most orders: nothing to read or carry on
+        return None, {}
+    context = PROPAGATOR.extract(present)
     key = _entry_key(otel_baggage.get_baggage(ENTRY, context))
     if key is not None:
         problem = key_problem(key)
