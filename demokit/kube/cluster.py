@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -374,17 +375,19 @@ def split_session(item: dict[str, Any]) -> dict[str, Any]:
     (its session gone: no owner, or an error while it was set up or cleaned up)."""
     spec, status = item.get("spec") or {}, item.get("status") or {}
     owner = spec.get("owner") or {}
-    state = next((k for k in ("ready", "resourcesReady", "cleanupError", "error") if k in status), "starting")
+    # The status is one of these (the chart's CRD, a oneOf); a session not yet given one is starting.
+    state = next((k for k in ("ready", "resourcesReady", "starting", "startError", "cleanupError") if k in status),
+                 "starting")
     orphaned = not (item["metadata"].get("ownerReferences") or [])
     return {"name": item["metadata"]["name"], "owner": owner.get("username") or owner.get("k8sUsername") or "?",
             "session_key": spec.get("sessionKey"), "target": (spec.get("target") or {}).get("name"),
             "queues": [q.get("id") for q in spec.get("queues") or []], "state": state,
             "created": item["metadata"].get("creationTimestamp"),
-            "left_behind": orphaned or state in ("cleanupError", "error")}
+            "left_behind": orphaned or state in ("startError", "cleanupError")}
 
 
 def delete_split_session_command(target: Target, name: str) -> str:
     """What removes a split session left behind, against the target's own context."""
-    where = "".join(f" --{flag} {value}" for flag, value in (("kubeconfig", target.get("kubeconfig_path")),
-                                                            ("context", target.get("kube_context"))) if value)
+    where = "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in (
+        ("kubeconfig", target.kubeconfig()), ("context", target.get("kube_context"))) if value)
     return f"kubectl{where} delete {SPLIT_SESSIONS[2]}.{SPLIT_SESSIONS[0]} {name}"

@@ -129,6 +129,9 @@ COMPONENTS = (
     Component("kubelet", KUBERNETES, "k8s.io/kubernetes/cmd/kubelet", "kubernetes"),
     Component("kube-proxy", KUBERNETES, "k8s.io/kubernetes/cmd/kube-proxy", "kubernetes"),
     Component("crictl", CRI_TOOLS, "sigs.k8s.io/cri-tools/cmd/crictl", "kubernetes"),
+    # What a fix names for a platform person (doctor's `kubectl delete` of a split session left behind): the tests
+    # run it as printed.
+    Component("kubectl", KUBERNETES, "k8s.io/kubernetes/cmd/kubectl", "kubernetes"),
     Component("coredns", COREDNS, "./coredns", "coredns", COREDNS_PLUGINS),
     Component("kwok", KWOK, "sigs.k8s.io/kwok/cmd/kwok", "kwok"),
     Component("helm", HELM, "helm.sh/helm/v3/cmd/helm", "helm"),
@@ -139,7 +142,7 @@ BY_NAME = {c.name: c for c in COMPONENTS}
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 FAKE_NODES = ("kwok",)
 NODE = ("kubelet", "kube-proxy", "coredns", "crictl")
-TESTS = CONTROL_PLANE + FAKE_NODES + NODE + ("helm", "registry")
+TESTS = CONTROL_PLANE + FAKE_NODES + NODE + ("helm", "registry", "kubectl")
 
 
 def cache_dir() -> Path:
