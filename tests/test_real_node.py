@@ -184,6 +184,10 @@ def test_doctor_passes_every_check_but_the_operators_which_name_the_missing_lice
     for name in operator:
         assert not checks[name]["ok"] and checks[name]["fix"], checks[name]
     assert "not installed" in checks["the mirrord operator runs"]["detail"]
+    # What is missing is the credential: a fresh-start without one would change nothing.
+    assert "MIRRORD_CLOUD_API_KEY" in checks["the splitting resources match the config"]["fix"]
+    view = checks["the operator's own view of the split"]
+    assert view["ok"] and not view["blocking"] and "no mirrord operator answers" in view["detail"], view
 
 
 def test_kafka_and_processor_pods_deleted_mid_load_lose_nothing_and_ship_nothing_twice(

@@ -219,3 +219,13 @@ def test_mirrord_config_up_writes_the_processor_as_a_mirrord_up_service(tmp_path
     again = target.run("mirrord-config", "--target", "local", "--user", "alice", "--output",
                        str(out / "alice.json"), "--up")
     assert again.returncode == 0 and "nothing changed" in again.stderr, again.stderr
+
+
+def test_a_republished_event_keeps_its_trace_headers_and_an_old_events_session_becomes_baggage() -> None:
+    from metalmart.orders import carried_on
+
+    assert carried_on({"customer_email": "a@b.c", "baggage": "mirrord-session=bob,x=1", "traceparent": TRACEPARENT}) \
+        == {"baggage": "mirrord-session=bob,x=1", "traceparent": TRACEPARENT}
+    # Written before the baggage was carried on: the session's own header, matched by no mirrord up filter.
+    assert carried_on({"customer_email": "a@b.c", "mirrord-session": "alice"}) == {"baggage": "mirrord-session=alice"}
+    assert carried_on({"customer_email": "a@b.c"}) == {}
