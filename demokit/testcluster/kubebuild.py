@@ -277,9 +277,16 @@ class _Step:
             target.parent.mkdir(parents=True, exist_ok=True)
             if component.name == "kwok":
                 _keep_kwok_data(go, self.work, env, target.parent)
-            shutil.move(str(out / component.name), target)
+            shutil.move(str(out / _built_name(component.package)), target)
         shutil.rmtree(self.work, ignore_errors=True)
         return time.monotonic() - t0
+
+
+def _built_name(package: str) -> str:
+    """The file `go build -o DIR/` writes for a main package: its last path element, or the one before a major
+    version suffix (go.etcd.io/etcd/server/v3 → server)."""
+    parts = package.rstrip("/").split("/")
+    return parts[-2] if len(parts) > 1 and re.fullmatch(r"v[0-9]+", parts[-1]) else parts[-1]
 
 
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
