@@ -66,11 +66,12 @@ def test(c: Context, k: str = "", tier: str = "", no_lint: bool = False, no_setu
     python = shlex.quote(sys.executable)
     with c.cd(str(ROOT)):
         if not no_setup and set(tiers) != {"unit"}:
-            c.run("bash scripts/ensure-test-deps.sh")
             # mirrord's own config and jq code (the verdict on what the demo hands mirrord), built from
-            # ../shared/mirrord beside the cluster's builds below: their downloads and writes overlap its compile.
+            # ../shared/mirrord beside the installs and the cluster's builds below: their downloads and writes
+            # overlap its compile.
             checker = c.run(f"{python} -m demokit.config.verdict build", asynchronous=True) \
                 if "stack" in tiers else None
+            c.run("bash scripts/ensure-test-deps.sh")
             if "cluster" in tiers:
                 # The real control plane, the real node and the tools the cluster tests use, from pinned Go modules
                 # beside the node's stand-in images.
