@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 from invoke import Context
@@ -121,9 +122,15 @@ def lock(c: Context) -> None:
     requirements/app.txt for the image, automation.txt for ./run, dev.txt for the tests; for Python 3.11+ on any
     platform."""
     with c.cd(str(ROOT)):
+        common = ["--generate-hashes", "--universal", "--python-version", "3.11", "-q"]
         for name, extras in LOCKS.items():
-            c.run(" ".join([_tool("uv"), "pip", "compile", "pyproject.toml", *extras, "--generate-hashes",
-                            "--universal", "--python-version", "3.11", "-q", "-o", f"requirements/{name}.txt"]))
+            c.run(" ".join([_tool("uv"), "pip", "compile", "pyproject.toml", *extras, *common,
+                            "-o", f"requirements/{name}.txt"]))
+        # The installer ./run installs first, with pip, to install the locks above: uv at the version dev pins.
+        pinned = next(d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                      ["optional-dependencies"]["dev"] if d.startswith("uv=="))
+        c.run(" ".join([f"echo {shlex.quote(pinned)} |", _tool("uv"), "pip", "compile", "-", *common,
+                        "-o", "requirements/bootstrap.txt"]))
 
 
 TASKS = {"lint": lint, "test": test, "lock": lock}
