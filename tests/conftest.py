@@ -80,6 +80,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("a test is in one tier only; these name several:\n" + "\n".join(both))
 
 
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Each test's setup, call and teardown time, by its tier (on the controller under pytest-xdist)."""
+    tier = next((t for t in TIERS if t in report.keywords), "unit")
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The tiers' share of the run: test time summed per tier (across workers, so it can pass the wall time)."""
+    if _TIER_SECONDS:
+        total = sum(_TIER_SECONDS.values())
+        terminalreporter.write_line("time by tier (summed over workers): " + ", ".join(
+            f"{t} {_TIER_SECONDS[t] / 60:.1f} min ({_TIER_SECONDS[t] / total:.0%})" for t in TIERS
+            if t in _TIER_SECONDS))
+
+
 class _NoProcess(RuntimeError):
     pass
 

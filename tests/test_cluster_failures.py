@@ -4,7 +4,6 @@ someone else's, removed) and teardown with an APIService that does not answer.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -137,6 +136,34 @@ def test_a_failing_object_stops_the_run_with_its_events(control_plane: ControlPl
 
 # ---- the mirrord operator's chart, through a real helm ------------------------------------------------------------
 
+def _split_session(plane: ControlPlane, namespace: str) -> str:
+    """A MirrordClusterSplitSession on `namespace` as the operator writes one (the chart's CRD), whose session is
+    gone: no owner. Returns its name."""
+    from kubernetes import client
+
+    name = f"mm-left-{namespace}"
+    client.CustomObjectsApi(plane.api()).create_cluster_custom_object(
+        "queues.mirrord.metalbear.co", "v1", "mirrordclustersplitsessions", {
+            "apiVersion": "queues.mirrord.metalbear.co/v1", "kind": "MirrordClusterSplitSession",
+            "metadata": {"name": name},
+            "spec": {"namespace": namespace,
+                     "owner": {"hostname": "laptop", "k8sUsername": "alice", "userId": "1", "username": "alice"},
+                     "queues": [{"id": "order-created", "kind": "kafka"}], "sessionKey": "alice",
+                     "target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "order-processor"}}})
+    return name
+
+
+def _run_as_printed(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A fix doctor printed, run as printed, with the pinned kubectl the test setup builds on PATH."""
+    import shlex
+
+    from demokit.testcluster import kubebuild
+
+    path = f"{kubebuild.ensure(print, ('kubectl',))['kubectl'].parent}:{env['PATH']}"
+    return subprocess.run(shlex.split(command), env={**env, "PATH": path}, capture_output=True, text=True,
+                          timeout=60)
+
+
 def _helm(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     from demokit.testcluster import kubebuild
 
@@ -158,9 +185,18 @@ def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control
     status = json.loads(target.run("status", "--target", target.name, "--json").stdout)
     operator = target.objects("apps/v1", "Deployment", "mirrord").get("mirrord-operator")
     secret = target.objects("v1", "Secret", "mirrord").get("mirrord-license")
-    doctor = {c["name"]: c for c in json.loads(target.run("doctor", "--target", target.name, "--json", "--config",
-                                                          str(target.mirrord_dir / "order-processor.json"),
-                                                          check=False).stdout)["checks"]}
+    # A split session its session left behind (no owner, written as the operator writes one): doctor names it with
+    # the command that removes it.
+    left_behind = _split_session(control_plane, target.namespace)
+
+    def doctor_now() -> dict[str, Any]:
+        return {c["name"]: c for c in json.loads(target.run("doctor", "--target", target.name, "--json", "--config",
+                                                            str(target.mirrord_dir / "order-processor.json"),
+                                                            check=False).stdout)["checks"]}
+
+    doctor = doctor_now()
+    removed = _run_as_printed(str(doctor["no split sessions left behind"]["fix"]), target.env)
+    doctor_after_fix = doctor_now()
     config = target.run("mirrord-config", "--target", target.name, "--user", "alice", "--output",
                         str(target.mirrord_dir / "alice.json"))
     target.set_vars(metalmart_queue_id="orders-v2")
@@ -192,6 +228,13 @@ def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control
         assert doctor[check]["ok"], doctor[check]
         assert not after[check]["ok"], after[check]
     assert LICENCE not in json.dumps(doctor)
+    # The operator's own view: nothing answers its API here (kwok's pod serves nothing), said in one line.
+    view, left = doctor["the operator's own view of the split"], doctor["no split sessions left behind"]
+    assert view["ok"] and "no mirrord operator answers operator.metalbear.co/v1" in view["detail"], view
+    assert not left["ok"] and not left["blocking"] and left_behind in left["detail"] and "alice" in left["detail"]
+    assert left["fix"].startswith("kubectl ") and left_behind in left["fix"], left
+    assert removed.returncode == 0, removed.stderr
+    assert doctor_after_fix["no split sessions left behind"]["ok"], doctor_after_fix["no split sessions left behind"]
     version = doctor["the mirrord operator's version"]
     assert version["ok"] and version["detail"].startswith("3.187.0"), version
     assert config.returncode == 0 and (target.mirrord_dir / "alice.json").exists()
@@ -199,57 +242,6 @@ def test_the_operator_installs_with_a_licence_and_teardown_uninstalls_it(control
         "error: the target's splitting resources declare queue id(s) order-created, but the config would name "
         f"'orders-v2': set metalmart_queue_id in the inventory to match, or ./run fresh-start --target {target.name} "
         "to apply it"]
-
-
-@needs_chart
-def test_doctor_shows_the_operators_own_view_and_a_split_session_left_behind_with_the_command_that_removes_it(
-        control_plane: ControlPlane, tmp_path: Path) -> None:
-    """With the chart's CRDs and no operator serving its API (nothing answers operator.metalbear.co/v1 here), the
-    queue splits are one line saying so; a MirrordClusterSplitSession on the demo's namespace that its session left
-    behind (no owner, its start failed), written as the operator writes one, is named with the kubectl command that
-    removes it, and that command, run as printed, does."""
-    import shlex
-
-    from kubernetes import client
-
-    from demokit.testcluster import kubebuild
-
-    target = kube.make_target(control_plane, tmp_path)
-    first = target.run("fresh-start", "--target", target.name, "--no-smoke",
-                       env={"MIRRORD_LICENSE_KEY": LICENCE})
-    assert first.returncode == 0, first.stderr
-    custom = client.CustomObjectsApi(control_plane.api())
-    name = f"mm-left-{target.namespace}"
-    custom.create_cluster_custom_object("queues.mirrord.metalbear.co", "v1", "mirrordclustersplitsessions", {
-        "apiVersion": "queues.mirrord.metalbear.co/v1", "kind": "MirrordClusterSplitSession",
-        "metadata": {"name": name},
-        "spec": {"namespace": target.namespace,
-                 "owner": {"hostname": "laptop", "k8sUsername": "alice", "userId": "1", "username": "alice"},
-                 "queues": [{"id": "order-created", "kind": "kafka"}], "sessionKey": "alice",
-                 "target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "order-processor"}}})
-    try:
-        def doctor() -> dict[str, dict[str, object]]:
-            done = target.run("doctor", "--target", target.name, "--json", "--config",
-                              str(target.mirrord_dir / "order-processor.json"), check=False)
-            return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
-
-        before = doctor()
-        view, left = before["the operator's own view of the split"], before["no split sessions left behind"]
-        assert view["ok"] and "no mirrord operator answers operator.metalbear.co/v1" in str(view["detail"]), view
-        assert not left["ok"] and not left["blocking"] and name in str(left["detail"]), left
-        assert "alice" in str(left["detail"]), left
-        fix = str(left["fix"])
-        assert fix.startswith("kubectl ") and name in fix, fix
-        env = {**target.env, "PATH": f"{kubebuild.binary('kubectl').parent}:{target.env['PATH']}"}
-        ran = subprocess.run(shlex.split(fix), env=env, capture_output=True, text=True, timeout=60)
-        assert ran.returncode == 0, ran.stderr
-        after = doctor()["no split sessions left behind"]
-        assert after["ok"], after
-    finally:
-        with contextlib.suppress(client.ApiException):
-            custom.delete_cluster_custom_object("queues.mirrord.metalbear.co", "v1", "mirrordclustersplitsessions",
-                                                name)
-        target.run("teardown", "--target", target.name, "--yes", check=False)
 
 
 @needs_chart

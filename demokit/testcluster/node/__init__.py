@@ -510,7 +510,8 @@ def main(argv: list[str]) -> int:
         try:
             # What the tests run: the control plane with fake nodes, the real node, helm for the operator's chart and
             # the registry of a region's image push; built side by side with the node's images.
-            prepare(lambda m: print(f"node: {m}", file=sys.stderr, flush=True), kubebuild.TESTS)
+            prepare(lambda m: print(m if m.startswith(("node:", "image:", "kafka:")) else f"node: {m}",
+                                    file=sys.stderr, flush=True), kubebuild.TESTS)
         except UserError as exc:
             print(f"node: {exc}", file=sys.stderr)
             return exc.code
