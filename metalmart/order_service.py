@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
@@ -73,23 +74,53 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def put_status(request: web.Request) -> web.Response:
     body = await read_json(request)
-    status = body.get("status") if isinstance(body, dict) else None
+    code, answer = await _step(request.app[STORE], request.match_info["id"],
+                               body.get("status") if isinstance(body, dict) else None,
+                               request.headers.get("X-Processor-Source"), request.headers.get("X-Kafka-Topic"),
+                               request.headers.get(sessions.ROUTED_HEADER))
+    return json_response(answer, status=code)
+
+
+MAX_STEPS = 256  # status changes in one batch
+
+
+async def put_statuses(request: web.Request) -> web.Response:
+    """Many status changes in one request (the processor sends those due at once): each is what its own PUT would
+    be, in the same group commit, and answered with what that PUT would answer, in order."""
+    body = await read_json(request)
+    steps = body.get("steps") if isinstance(body, dict) else None
+    if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_STEPS:
+        return error(422, f"steps must be a list of 1 to {MAX_STEPS} status changes", "steps")
+
+    async def one(i: int, step: Any) -> dict[str, Any]:
+        if not isinstance(step, dict) or not isinstance(step.get("id"), str):
+            return {"code": 422, "error": "each step needs an order id", "field": f"steps[{i}].id"}
+        fields = [step.get(k) for k in ("status", "source", "topic", "routed")]
+        if any(v is not None and not isinstance(v, str) for v in fields):
+            return {"code": 422, "error": "a step's status, source, topic and routed are strings",
+                    "field": f"steps[{i}]"}
+        code, answer = await _step(request.app[STORE], step["id"], *fields)
+        return {"code": code, **answer}
+
+    return json_response({"results": await asyncio.gather(*(one(i, s) for i, s in enumerate(steps)))})
+
+
+async def _step(store: OrderStore, order_id: str, status: str | None, source: str | None, topic: str | None,
+                routed: str | None) -> tuple[int, dict[str, Any]]:
+    """One status change, and the answer its PUT gives: 200 with the order's id, status, whether it moved and who
+    processed it; 404; 409 naming where the order is; 422 naming the field."""
     if not isinstance(status, str):
-        return error(422, "status is required", "status")
+        return 422, {"error": "status is required", "field": "status"}
     try:
-        order, changed = await request.app[STORE].set_status(
-            request.match_info["id"], status,
-            source=request.headers.get("X-Processor-Source"), topic=request.headers.get("X-Kafka-Topic"),
-            routed=request.headers.get(sessions.ROUTED_HEADER),
-        )
+        order, changed = await store.set_status(order_id, status, source=source, topic=topic, routed=routed)
     except ValidationError as exc:
-        return error(422, exc.message, exc.field)
+        return 422, {"error": exc.message, "field": exc.field}
     except NotFound:
-        return error(404, "order not found", "id")
+        return 404, {"error": "order not found", "field": "id"}
     except StatusConflict as exc:
-        return json_response({"error": str(exc), "field": "status", "current": exc.current}, status=409)
-    return json_response({"id": order["id"], "status": order["status"], "changed": changed,
-                              "processed_by": order["processed_by"]})
+        return 409, {"error": str(exc), "field": "status", "current": exc.current}
+    return 200, {"id": order["id"], "status": order["status"], "changed": changed,
+                 "processed_by": order["processed_by"]}
 
 
 async def track(request: web.Request) -> web.Response:
@@ -182,6 +213,7 @@ def build_app(settings: OrderSettings | None = None) -> web.Application:
     app.router.add_get("/api/orders/{id}", get_order)
     app.router.add_get("/api/orders/{id}/status", get_status)
     app.router.add_put("/api/orders/{id}/status", put_status)
+    app.router.add_post("/api/orders/status", put_statuses)
     # The broker is reported, not required: orders are stored while it restarts and the outbox publishes them later.
     kafka = KafkaChecks(settings.kafka.client_config(), settings.kafka.topic, settings.target)
     add_probes(app, {"database": opener.check}, {"broker": kafka.broker, "outbox": kafka.outbox})

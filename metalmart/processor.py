@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from metalmart import sessions, splittopics
+from metalmart.groupcommit import GroupCommit
 from metalmart.orders import PIPELINE
 from metalmart.services import probe
 from metalmart.settings import ProcessorSettings, bind_host, debugger_attached
@@ -160,6 +161,10 @@ class OrderProcessor:
         # (topic, partition, offset) → the message's key, and its task while it runs.
         self._taken: OrderedDict[tuple[str, int, int], tuple[bytes | None, asyncio.Task[None] | None]] = OrderedDict()
         self._http: aiohttp.ClientSession | None = None
+        # The status steps due at once go to the order service together (its batch endpoint): one request and one
+        # answer for many, each step still answered on its own. An order service without it takes them one by one.
+        self._steps: GroupCommit[_Due, tuple[str, bool]] = GroupCommit(self._send_steps)
+        self._batches = True
         self.consumer = Consumer(
             {
                 **settings.kafka.client_config(),
@@ -396,7 +401,7 @@ class OrderProcessor:
             if PIPELINE.index(current) >= PIPELINE.index(target):
                 continue
             await asyncio.sleep(delay)
-            current, changed = await self._call("PUT", order_id, headers, target)
+            current, changed = await self._call(_Due(order_id, target, headers))
             stepped = stepped or changed
             if current not in PIPELINE:
                 raise GiveUp(f"order is {current}; nothing to do")
@@ -405,12 +410,9 @@ class OrderProcessor:
         else:
             self.counters.already_done += 1
 
-    async def _call(self, method: str, order_id: str, headers: dict[str, str], status: str | None = None
-                    ) -> tuple[str, bool]:
-        """PUT (or GET) an order's status with bounded retries: the status the order has afterwards, and whether
-        this call moved it."""
-        url = f"{self.settings.order_service_url}/api/orders/{order_id}/status"
-        assert self._http is not None
+    async def _call(self, step: _Due) -> tuple[str, bool]:
+        """One status step, with bounded retries: the status the order has afterwards, and whether this call moved
+        it. Sent beside the other steps due at the same moment (`_send_steps`)."""
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(8) | stop_after_delay(60),
@@ -419,29 +421,72 @@ class OrderProcessor:
                 reraise=True,
             ):
                 with attempt:
-                    return await self._once(method, url, headers, status)
+                    return await self._steps.submit(step)
         except TransientError as exc:
             raise GiveUp(f"order service kept failing: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def _once(self, method: str, url: str, headers: dict[str, str], status: str | None) -> tuple[str, bool]:
+    async def _send_steps(self, steps: list[_Due]) -> list[tuple[str, bool] | Exception]:
+        """Steps due together, in one POST /api/orders/status (each answered as its own PUT would be); one PUT each
+        where the order service has no batch endpoint (an older one, in a rolling update)."""
         assert self._http is not None
+        if not self._batches:
+            return list(await asyncio.gather(*(self._once(s) for s in steps), return_exceptions=True))
+        url = f"{self.settings.order_service_url}/api/orders/status"
+        body = {"steps": [{"id": s.order_id, "status": s.status, "source": s.headers.get("X-Processor-Source"),
+                           "topic": s.headers.get("X-Kafka-Topic"),
+                           "routed": s.headers.get(sessions.ROUTED_HEADER)} for s in steps]}
         try:
-            async with self._http.request(
-                method, url, headers=headers, json={"status": status} if status else None
-            ) as resp:
+            async with self._http.post(url, json=body) as resp:
+                if resp.status in (404, 405):
+                    log.warning("the order service has no batch endpoint; sending each status step on its own")
+                    self._batches = False
+                    return await self._send_steps(steps)
+                if resp.status >= 500:
+                    raise TransientError(f"POST {url} answered {resp.status}")
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise TransientError(f"POST {url}: {type(exc).__name__} {exc}") from exc
+        if resp.status != 200 or len(answer.get("results") or []) != len(steps):
+            raise GiveUp(f"POST {url} answered {resp.status}: {str(answer)[:200]}")
+        return [_outcome(r.pop("code", 0), r, f"{s.status} of {s.order_id}") for s, r in zip(steps, answer["results"],
+                                                                                              strict=True)]
+
+    async def _once(self, step: _Due) -> tuple[str, bool] | Exception:
+        """One step as its own PUT."""
+        assert self._http is not None
+        url = f"{self.settings.order_service_url}/api/orders/{step.order_id}/status"
+        try:
+            async with self._http.put(url, headers=step.headers, json={"status": step.status}) as resp:
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
                 if resp.status >= 500:
-                    raise TransientError(f"{method} {url} answered {resp.status}")
-                if resp.status == 404:
-                    raise GiveUp("the order service does not know this order")
-                if resp.status == 409:
-                    return str(body.get("current")), False  # already further along: someone else took this step
-                if resp.status >= 400:
-                    raise GiveUp(f"{method} {url} answered {resp.status}: {body}")
-                return str(body["status"]), bool(body.get("changed", False))
+                    return TransientError(f"PUT {url} answered {resp.status}")
+                return _outcome(resp.status, body, f"PUT {url}")
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
-            raise TransientError(f"{method} {url}: {type(exc).__name__} {exc}") from exc
+            return TransientError(f"PUT {url}: {type(exc).__name__} {exc}")
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A status step due now: the order, the status it steps to, and who takes it (the processor's headers)."""
+
+    order_id: str
+    status: str
+    headers: dict[str, str] = field(compare=False, hash=False)
+
+
+def _outcome(code: int, body: dict[str, Any], what: str) -> tuple[str, bool] | Exception:
+    """A step's answer as the processor reads it: the status the order has now and whether this step moved it; a 409
+    names where the order is (someone else took this step); a 404 or any other refusal is given up on."""
+    if code == 409:
+        return str(body.get("current")), False
+    if code == 404:
+        return GiveUp("the order service does not know this order")
+    if code >= 500:
+        return TransientError(f"{what} answered {code}")
+    if code != 200:
+        return GiveUp(f"{what} answered {code}: {body}")
+    return str(body["status"]), bool(body.get("changed", False))
 
 
 async def _first(*aws: Any, timeout: float) -> None:

@@ -232,3 +232,32 @@ async def test_status_changes_asked_together_each_get_their_own_answer(broker: B
                            + [(i, "processing") for i in ids[4:]])
     commits = stats["group_commit"]["status_changes"]
     assert commits["requests"] == 8 + 13 and commits["transactions"] < commits["requests"], commits
+
+
+def test_status_changes_in_one_batch_are_each_answered_as_their_own_put_would_be(stack: AppStack) -> None:
+    """POST /api/orders/status (the processor's batch of the steps due at once): per step the code and body its own
+    PUT gives, in order, the good ones stored whatever the others are; a body that is not a batch is one 422."""
+    ids = [request("POST", f"{stack.base}/api/orders", order_body(f"b{i}@metalbear.com"))[1]["id"] for i in range(3)]
+    assert request("PUT", f"{stack.base}/api/orders/{ids[2]}/status", {"status": "processing"})[0] == 200
+    steps = [{"id": ids[0], "status": "processing", "source": "cluster", "topic": "t", "routed": None},
+             {"id": ids[1], "status": "shipped"},                      # a step backwards? no: forward, by two
+             {"id": ids[2], "status": "pending"},                      # backwards
+             {"id": "no-such-order", "status": "processing"},
+             {"id": ids[0], "status": "processing"},                   # the same step again
+             {"id": ids[1], "status": "lost"},                         # not a status
+             {"id": ids[1], "status": "confirmed", "routed": "not a key"},
+             {"status": "processing"}, "not an object"]
+    code, answer = request("POST", f"{stack.base}/api/orders/status", {"steps": steps})
+    assert code == 200, answer
+    got = [(r["code"], r.get("status") or r.get("current") or r.get("field")) for r in answer["results"]]
+    alone = []
+    for step in steps[:7]:  # what each would have answered alone, asked again now
+        c, body = request("PUT", f"{stack.base}/api/orders/{step['id']}/status", {"status": step["status"]},
+                          headers={"X-Mirrord-Key": step["routed"]} if step.get("routed") else None)
+        alone.append((c, body.get("status") or body.get("current") or body.get("field")))
+    assert got[:7] == [(200, "processing"), (200, "shipped"), (409, "processing"), (404, "id"),
+                       (200, "processing"), (422, "status"), (422, "X-Mirrord-Key")], got
+    assert alone == got[:7], "a batch answers what each PUT answers"
+    assert got[7:] == [(422, "steps[7].id"), (422, "steps[8].id")], got
+    assert request("POST", f"{stack.base}/api/orders/status", {"steps": []})[1]["field"] == "steps"
+    assert request("POST", f"{stack.base}/api/orders/status", {"steps": [{}] * 257})[0] == 422
