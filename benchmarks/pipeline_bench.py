@@ -263,9 +263,15 @@ def processing(broker: Broker, pg: Postgres, logs: Path, rate: float, seconds: f
     stack = AppStack(broker.bootstrap, url, logs, app_dir=app.folder).start()
     try:
         run = LoadRun(LoadConfig(rate=rate, duration=seconds, base_url=stack.base), FALLBACK_PRODUCTS)
+        services = {"order": psutil.Process(stack.order.popen.pid),
+                    "processor": psutil.Process(stack.processor.popen.pid)}
+        cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in services.items()}
         started = time.time()
         asyncio.run(run.run())
-        sent_per_s = run.stats.succeeded / max(0.001, time.time() - started)
+        elapsed = max(0.001, time.time() - started)
+        # The cores each service used over the load (its CPU time from /proc): where the two cores go.
+        cores = {name: (sum(p.cpu_times()[:2]) - cpu_before[name]) / elapsed for name, p in services.items()}
+        sent_per_s = run.stats.succeeded / elapsed
         sent = run.stats.succeeded
         # From the database: the service's own stats may take longer than a probe's second under the backlog.
         shipped_at_end = int(sql(url, "SELECT COUNT(*) AS n FROM orders WHERE status = 'shipped'")[0]["n"])
@@ -291,6 +297,7 @@ def processing(broker: Broker, pg: Postgres, logs: Path, rate: float, seconds: f
             "overhead_p99_ms": (waits[min(len(waits) - 1, int(len(waits) * 0.99))] - WORK_S) * 1000 if waits
             else None,
             "outbox_wait_p50_ms": in_outbox[len(in_outbox) // 2] * 1000 if in_outbox else None,
+            "order_service_cores": cores["order"], "processor_cores": cores["processor"],
             "step_overhead_p50_ms": step_over[len(step_over) // 2] * 1000 if step_over else None}
 
 
@@ -299,7 +306,7 @@ def processing_table(results: list[tuple[App, dict[str, Any]]], seconds: float) 
                         "a row; overhead = created → shipped minus the 0.6 s of work, from the orders' history")
     for col in ("orders/s", "app", "sent/s", "shipped/s", "shipped ÷ rate", "backlog when load ended",
                 "overhead p50 ms", "overhead p99 ms", "in the outbox p50 ms", "a status step beyond its work p50 ms",
-                "goal"):
+                "order service cores", "processor cores", "goal"):
         table.add_column(col, justify="right")
     for app, r in results:
         p50, p99 = r["overhead_p50_ms"], r["overhead_p99_ms"]
@@ -313,6 +320,7 @@ def processing_table(results: list[tuple[App, dict[str, Any]]], seconds: float) 
                       f"{keeps_up:.3f}×", str(r["backlog_when_load_ended"]),
                       "-" if p50 is None else f"{p50:.0f}", "-" if p99 is None else f"{p99:.0f}",
                       *("-" if r[k] is None else f"{r[k]:.0f}" for k in ("outbox_wait_p50_ms", "step_overhead_p50_ms")),
+                      f"{r['order_service_cores']:.2f}", f"{r['processor_cores']:.2f}",
                       f"{goal} → {'met' if met else 'missed'}")
     return table
 

@@ -337,25 +337,3 @@ def _run_steps(steps: list[_Step], say: Say) -> None:
             compiled = step.compile()
             say(f"built {', '.join(c.name for c in step.components)} in {time.monotonic() - t0:.0f} s (modules "
                 f"{fetched:.0f} s, beside the build before it; compile and link {compiled:.0f} s)")
-
-
-def main(argv: list[str]) -> int:
-    """`python -m demokit.testcluster.kubebuild [NAME …]`: build what is missing; without names, what the tests'
-    control plane needs."""
-    unknown = [n for n in argv if n not in BY_NAME]
-    if unknown:
-        print(f"kube: unknown component(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}", file=sys.stderr)
-        return 2
-    try:
-        built = ensure(lambda m: print(f"kube: {m}", file=sys.stderr, flush=True), tuple(argv) or
-                       CONTROL_PLANE + FAKE_NODES)
-        for name, path in built.items():
-            print(f"{name}: {path}")
-    except UserError as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return exc.code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
