@@ -197,8 +197,8 @@ def test_fresh_start_on_the_test_cluster_without_its_real_node_refuses_before_de
 
 def test_cluster_start_installs_what_the_real_node_lacks_in_one_line(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """As root on Debian, the node's missing packages come from Debian's packages, said first in one line (apt-get
-    stands in here: this machine has them all)."""
+    """As root on Debian, the node's missing packages come from Debian's packages, said first in one line, then the
+    time it took (apt-get stands in here: this machine has them all)."""
     from demokit.testcluster import node
 
     calls = tmp_path / "calls"
@@ -210,8 +210,9 @@ def test_cluster_start_installs_what_the_real_node_lacks_in_one_line(tmp_path: P
     monkeypatch.setattr(node, "missing_packages", lambda: ["conntrack", "containerd"])
     said: list[str] = []
     node.install_packages(said.append)
-    assert said == ["the real node needs conntrack, containerd: installing them from Debian's packages "
-                    "(apt-get install conntrack containerd)"]
+    assert said[0] == ("the real node needs conntrack, containerd: installing them from Debian's packages "
+                       "(apt-get install conntrack containerd)")
+    assert len(said) == 2 and re.fullmatch(r"installed conntrack, containerd in \d+ s", said[1]), said
     assert calls.read_text().splitlines() == ["update -qq",
                                               "install -y -qq --no-install-recommends conntrack containerd"]
 

@@ -287,16 +287,36 @@ def test_teardown_leaves_no_pod_volume_or_namespace(demo: kube.ClusterTarget) ->
     assert not node_pods(demo), "the node runs no pod of the demo"
 
 
+def pod_netns() -> list[str]:
+    """The network namespaces of pods that the node runs (CNI names them cni-…)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in listed.splitlines() if line.startswith("cni-")]
+
+
 def node_pods(target: kube.ClusterTarget) -> list[str]:
     return [p.metadata.name for p in _core(target).list_pod_for_all_namespaces(
         field_selector=f"spec.nodeName={realnode.NAME}").items if p.metadata.namespace == target.namespace]
 
 
-def test_stopping_the_node_leaves_no_process_mount_link_or_rule(node: realnode.Node) -> None:
+def test_a_node_killed_outright_leaves_no_process_mount_link_or_rule_once_stopped(node: realnode.Node) -> None:
+    """As a session killed with the node running leaves it (kill -9 to all of it, the pods' shims too; nobody asks
+    CNI to take the pods' links away), then `./run cluster stop` (or the next start, which stops first)."""
+    import psutil
+
     forward_before_the_node = (node.dir / "ip_forward.saved").read_text()
     assert node.running()
+    assert pod_netns(), "pods run, so their network namespaces exist"
+    mine = [p for p in psutil.process_iter(["cmdline"])
+            if any(str(node.dir) in a or str(node.socket) in a for a in (p.info["cmdline"] or []))]
+    doomed = {p.pid: p for top in mine for p in [top, *top.children(recursive=True)]}
+    for proc in doomed.values():
+        proc.kill()
+    psutil.wait_procs(list(doomed.values()), timeout=30)
+    assert not node.running()
+    strays = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert "veth" in strays, "the pods' links outlive everything killed"
     node.stop(lambda _m: None)
-    leftovers = [p.info["cmdline"] for p in __import__("psutil").process_iter(["cmdline"])
+    leftovers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
                  if any(str(node.dir) in a or str(node.socket) in a for a in (p.info["cmdline"] or []))]
     assert not leftovers, leftovers
     mounts = [m for m in Path("/proc/self/mountinfo").read_text().splitlines()
@@ -304,7 +324,7 @@ def test_stopping_the_node_leaves_no_process_mount_link_or_rule(node: realnode.N
     assert not mounts, mounts[:3]
     assert not realnode.RUNTIME_DIR.exists(), "the sockets' and the kubelet's folder is gone"
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    assert realnode.BRIDGE not in links and "veth" not in links, links
+    assert realnode.BRIDGE not in links and "veth" not in links and not pod_netns(), links
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert "KUBE-" not in rules and "198.19." not in rules, [r for r in rules.splitlines() if "KUBE" in r][:5]
     assert not Path("/sys/fs/cgroup/memory" + realnode.CGROUP_ROOT).exists()

@@ -185,8 +185,8 @@ def coverage_warning(regex: str) -> str:
 def matched(kafka_filter: dict[str, object], orders: list[dict[str, object]]) -> tuple[int | None, str]:
     """(how many of `orders` the Kafka filter takes, which checker said so), the filter run on each order's event as
     the app publishes it (metalmart.orders.event_for). By mirrord's own code where its checker is built; else a
-    `customer_email` regex by Python's (None where its dialect cannot tell, or for a jq program). ValueError when
-    mirrord refuses the filter."""
+    `customer_email` regex by Python's (None where its dialect cannot tell, or for a jq program). ValueError, naming
+    the checker, when it refuses the filter."""
     from metalmart.orders import event_for
 
     mirrords = verdict.open_built()
@@ -197,7 +197,10 @@ def matched(kafka_filter: dict[str, object], orders: list[dict[str, object]]) ->
             records.append(verdict.record("order.created", 0, 0, None, key.encode(), json.dumps(value).encode(),
                                           [(k, v.encode()) for k, v in headers.items()]))
         with mirrords:
-            taken = mirrords.matches(kafka_filter, records)
+            try:
+                taken = mirrords.matches(kafka_filter, records)
+            except ValueError as exc:
+                raise ValueError(f"mirrord {verdict.MIRRORD_VERSION}'s own code: {exc}") from None
         return sum(taken), f"matched by mirrord {verdict.MIRRORD_VERSION}'s own code"
     regex = (kafka_filter.get("message_filter") or {}).get("customer_email")  # type: ignore[union-attr]
     if not isinstance(regex, str) or kafka_filter.get("jq_filter"):
@@ -207,7 +210,7 @@ def matched(kafka_filter: dict[str, object], orders: list[dict[str, object]]) ->
     try:
         pattern = python_regex(regex)
     except re.error as exc:
-        raise ValueError(f"not a regular expression ({exc})") from None
+        raise ValueError(f"Python's re: not a regular expression ({exc})") from None
     return sum(1 for o in orders if pattern.search(str(o["customer_email"]))), "matched by Python's re"
 
 

@@ -16,6 +16,7 @@ imports nothing.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import platform
@@ -377,6 +378,7 @@ state = "{d / 'containerd-state'}"
                 self.crictl("rmp", "--all", "--force", check=False, timeout=180)
             sup.shutdown()
         self._leftovers()
+        _remove_pod_netns()
         if kubebuild.binary("kube-proxy").is_file():
             _run(str(kubebuild.binary("kube-proxy")), "--cleanup", check=False)
         _remove_kubelet_chains()
@@ -414,6 +416,20 @@ state = "{d / 'containerd-state'}"
         for point in sorted(_mounts(), key=len, reverse=True):
             if point.startswith(roots):
                 _run("umount", "--lazy", point, check=False)
+
+
+def _remove_pod_netns() -> None:
+    """The pods' network namespaces a node killed outright left behind (nobody called CNI DEL): each holds its veth,
+    so the links outlive everything else. Ours are the ones whose addresses all lie in the node's pod range."""
+    if shutil.which("ip") is None:
+        return
+    listed = _run("ip", "-j", "netns", "list", check=False).stdout.strip()
+    for ns in json.loads(listed or "[]"):
+        shown = _run("ip", "-n", ns["name"], "-j", "addr", "show", check=False).stdout.strip()
+        addrs = [a["local"] for link in json.loads(shown or "[]") for a in link.get("addr_info", ())
+                 if a.get("family") == "inet" and a.get("scope") == "global"]
+        if addrs and all(ipaddress.ip_address(a) in ipaddress.ip_network(POD_CIDR) for a in addrs):
+            _run("ip", "netns", "delete", ns["name"], check=False)
 
 
 KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
