@@ -44,11 +44,22 @@ def _entry_key(value: object) -> str | None:
     return str(value).split(";", 1)[0].strip()
 
 
+def _field(value: str) -> str:
+    """A header value as text: bytes that are not UTF-8 reach us as lone surrogates (the HTTP server keeps them that
+    way), which OpenTelemetry cannot encode; such a value is read as ISO-8859-1, as HTTP has historically allowed
+    (RFC 9110, 5.5), and the propagator then skips its malformed members as the W3C format asks."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+    return value
+
+
 def carried(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
     """(the session key, the headers to carry on) of a request: its W3C trace context and baggage as OpenTelemetry
     reads and writes them. Raises ValueError for a session key that is not a plain name: it would never match a
     session (and a substring of another's key would match the wrong one)."""
-    present = {k.lower(): v for k, v in headers.items() if k.lower() in CARRIED}
+    present = {k.lower(): _field(v) for k, v in headers.items() if k.lower() in CARRIED}
     if not present:  # most orders: nothing to read or carry on
         return None, {}
     context = PROPAGATOR.extract(present)
@@ -65,7 +76,7 @@ def carried(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
 def marked(key: str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
     """The trace headers of a request for session `key`: the baggage (and trace context) of `headers` with the
     session's entry set, as mirrord's browser extension marks a browser's requests."""
-    context = PROPAGATOR.extract({k.lower(): v for k, v in (headers or {}).items() if k.lower() in CARRIED})
+    context = PROPAGATOR.extract({k.lower(): _field(v) for k, v in (headers or {}).items() if k.lower() in CARRIED})
     out: dict[str, str] = {}
     PROPAGATOR.inject(out, otel_baggage.set_baggage(ENTRY, key, context))
     return out

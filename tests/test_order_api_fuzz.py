@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import AppStack, Broker, order_body, request
@@ -109,6 +109,10 @@ def baggages(draw: st.DrawFn) -> str:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(baggage=baggages())
+# Found by this test: a byte that is not UTF-8 reached OpenTelemetry as a lone surrogate, and the order was refused
+# with Python's codec error for its text (and so was a session's order whose baggage held such a member).
+@example(baggage="\x80")
+@example(baggage="mirrord-session=bob,x=\x80")
 def test_any_baggage_header_is_answered_without_a_5xx_and_a_session_key_is_a_plain_name(
         service: AppStack, baggage: str) -> None:
     from opentelemetry import baggage as otel_baggage
