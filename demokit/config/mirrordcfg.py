@@ -31,7 +31,7 @@ def checked(regex: object) -> tuple[str, str]:
         said = f"checked by mirrord {verdict.MIRRORD_VERSION}'s own code"
         if answer["ok"]:
             return "", said
-        return f"mirrord refuses the e-mail filter {regex!r}: {answer['error']}; e.g. '{EXAMPLE}'", said
+        return _refused(regex, f"mirrord {verdict.MIRRORD_VERSION}'s own check", answer["error"]), said
     return python_check(regex), "checked by Python's re (mirrord's own checker is not built here)"
 
 
@@ -41,7 +41,12 @@ def python_check(regex: str) -> str:
     error = _python_error(regex)
     if error is None or RUST_ONLY.search(regex) or not error.startswith(SHARED_ERRORS):
         return ""  # mirrord's dialect may read what Python's refuses: `dialect` says the check cannot tell
-    return f"the e-mail filter {regex!r} is not a valid regex ({error}); e.g. '{EXAMPLE}'"
+    return _refused(regex, "Python's re", error)
+
+
+def _refused(regex: str, who: str, error: str) -> str:
+    """The one line for a filter mirrord would not take, whichever checker found it."""
+    return f"the e-mail filter {regex!r} is not a regex mirrord takes ({who}: {error}); e.g. '{EXAMPLE}'"
 
 
 def _python_error(regex: str) -> str | None:
