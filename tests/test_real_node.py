@@ -298,14 +298,26 @@ def node_pods(target: kube.ClusterTarget) -> list[str]:
         field_selector=f"spec.nodeName={realnode.NAME}").items if p.metadata.namespace == target.namespace]
 
 
-def test_a_node_killed_outright_leaves_no_process_mount_link_or_rule_once_stopped(node: realnode.Node) -> None:
+def test_a_node_killed_outright_leaves_no_process_mount_link_or_rule_once_stopped(
+        control_plane: ControlPlane, node: realnode.Node) -> None:
     """As a session killed with the node running leaves it (kill -9 to all of it, the pods' shims too; nobody asks
     CNI to take the pods' links away), then `./run cluster stop` (or the next start, which stops first)."""
     import psutil
+    from kubernetes import client
 
     forward_before_the_node = (node.dir / "ip_forward.saved").read_text()
     assert node.running()
-    assert pod_netns(), "pods run, so their network namespaces exist"
+    # Pods running on it (the demo's are gone with its teardown): two of the pause image, each with its own network.
+    core = client.CoreV1Api(control_plane.api())
+    namespace = f"killed-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace, "annotations": {
+        "scheduler.alpha.kubernetes.io/node-selector": realnode.NODE_SELECTOR}}})
+    for name in ("one", "two"):
+        core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": {"containers": [{
+            "name": "pause", "image": realnode.PAUSE_IMAGE, "imagePullPolicy": "Never"}]}})
+    until(lambda: holds(all(core.read_namespaced_pod(n, namespace).status.phase == "Running"
+                            for n in ("one", "two"))), 120, "two pods running on the node")
+    assert len(pod_netns()) >= 2, "the pods' network namespaces exist"
     mine = [p for p in psutil.process_iter(["cmdline"])
             if any(str(node.dir) in a or str(node.socket) in a for a in (p.info["cmdline"] or []))]
     doomed = {p.pid: p for top in mine for p in [top, *top.children(recursive=True)]}
