@@ -55,11 +55,16 @@ def _field(value: str) -> str:
     return value
 
 
+def _trace_fields(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers the propagators read (lower-cased names), each value as text."""
+    return {k.lower(): _field(v) for k, v in headers.items() if k.lower() in CARRIED}
+
+
 def carried(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
     """(the session key, the headers to carry on) of a request: its W3C trace context and baggage as OpenTelemetry
     reads and writes them. Raises ValueError for a session key that is not a plain name: it would never match a
     session (and a substring of another's key would match the wrong one)."""
-    present = {k.lower(): _field(v) for k, v in headers.items() if k.lower() in CARRIED}
+    present = _trace_fields(headers)
     if not present:  # most orders: nothing to read or carry on
         return None, {}
     context = PROPAGATOR.extract(present)
@@ -76,7 +81,7 @@ def carried(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
 def marked(key: str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
     """The trace headers of a request for session `key`: the baggage (and trace context) of `headers` with the
     session's entry set, as mirrord's browser extension marks a browser's requests."""
-    context = PROPAGATOR.extract({k.lower(): _field(v) for k, v in (headers or {}).items() if k.lower() in CARRIED})
+    context = PROPAGATOR.extract(_trace_fields(headers or {}))
     out: dict[str, str] = {}
     PROPAGATOR.inject(out, otel_baggage.set_baggage(ENTRY, key, context))
     return out
