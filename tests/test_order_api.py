@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,3 +262,59 @@ def test_status_changes_in_one_batch_are_each_answered_as_their_own_put_would_be
     assert got[7:] == [(422, "steps[7].id"), (422, "steps[8].id")], got
     assert request("POST", f"{stack.base}/api/orders/status", {"steps": []})[1]["field"] == "steps"
     assert request("POST", f"{stack.base}/api/orders/status", {"steps": [{}] * 257})[0] == 422
+
+
+async def test_the_processor_takes_its_steps_one_put_each_from_an_order_service_without_the_batch() -> None:
+    """An older order service (a rolling update) has no POST /api/orders/status: the processor asks it once, then
+    sends each step as its own PUT with its headers, and reads each answer as before (moved, already further, gone)."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from demokit.probes import free_port
+    from metalmart.processor import GiveUp, OrderProcessor, _Due
+    from metalmart.settings import KafkaSettings, ProcessorSettings
+
+    asked: list[tuple[str, str, str | None]] = []
+
+    async def put(req: web.Request) -> web.Response:
+        order = req.match_info["id"]
+        asked.append((req.method, order, req.headers.get("X-Processor-Source")))
+        if order == "gone":
+            return web.json_response({"error": "order not found", "field": "id"}, status=404)
+        if order == "further":
+            return web.json_response({"error": "already shipped", "field": "status", "current": "shipped"},
+                                     status=409)
+        return web.json_response({"id": order, "status": (await req.json())["status"], "changed": True})
+
+    @web.middleware
+    async def seen(req: web.Request, handler: Any) -> web.StreamResponse:
+        if req.method == "POST":
+            asked.append(("POST", req.path, None))
+        return await handler(req)
+
+    older = web.Application(middlewares=[seen])
+    older.router.add_put("/api/orders/{id}/status", put)
+    runner = web.AppRunner(older)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    processor = OrderProcessor(ProcessorSettings(kafka=KafkaSettings(brokers=f"127.0.0.1:{free_port()}"),
+                                                 order_service_url=f"http://127.0.0.1:{port}"))
+    processor._http = aiohttp.ClientSession()
+    try:
+        source = {"X-Processor-Source": "cluster"}
+        first = await asyncio.gather(*(processor._call(_Due(o, "processing", source)) for o in ("a", "further")),
+                                     processor._call(_Due("gone", "processing", source)), return_exceptions=True)
+        assert first[:2] == [("processing", True), ("shipped", False)], first
+        assert isinstance(first[2], GiveUp) and "does not know this order" in str(first[2]), first
+        later = await processor._call(_Due("b", "confirmed", source))
+        assert later == ("confirmed", True)
+        assert [a for a in asked if a[0] == "POST"] == [("POST", "/api/orders/status", None)], "asked once"
+        assert sorted(a for a in asked if a[0] == "PUT") == [("PUT", o, "cluster") for o in ("a", "b", "further",
+                                                                                             "gone")]
+    finally:
+        await processor._http.close()
+        processor.consumer.close()
+        await runner.cleanup()
