@@ -459,8 +459,6 @@ class OrderProcessor:
         try:
             async with self._http.put(url, headers=step.headers, json={"status": step.status}) as resp:
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
-                if resp.status >= 500:
-                    return TransientError(f"PUT {url} answered {resp.status}")
                 return _outcome(resp.status, body, f"PUT {url}")
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
             return TransientError(f"PUT {url}: {type(exc).__name__} {exc}")
