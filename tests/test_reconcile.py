@@ -114,10 +114,10 @@ def test_another_client_library_takes_the_processors_group_after_it_stopped(any_
 
 ROUNDS = """
 import json, sys, uuid
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from demokit.kafka import ensure_topic
 from metalmart.reconcile import RecordCheck
+from tests.test_reconcile import _produce
 
 bootstrap, rounds = sys.argv[1], int(sys.argv[2])
 check = RecordCheck({"bootstrap.servers": bootstrap})  # one for all rounds, as the order service keeps it
@@ -126,15 +126,7 @@ seen = []
 for _ in range(rounds):
     topic = f"gone-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 2)
-    landed = {}
-    producer = Producer({"bootstrap.servers": bootstrap})
-
-    def report(err, msg):
-        landed[msg.key().decode()] = (msg.partition(), msg.offset())
-
-    for i in range(10):
-        producer.produce(topic, key=f"order-{i}".encode(), value=b"{}", on_delivery=report)
-    producer.flush(30)
+    landed = _produce(bootstrap, topic, [f"order-{i}" for i in range(10)])
     wanted = {}
     for key, (partition, offset) in landed.items():
         wanted.setdefault(partition, {})[offset] = key
