@@ -7,10 +7,15 @@
   (kubernetes.core reads any such kind as a list of items and, for MirrordPropertyList, applies nothing and reports
   ok), for the apply and for the settled check's dry run alike.
 - `k8s_settled`: the groups already in place, from a dry-run apply's answers: none of a group's objects would
-  change, none was refused, and each is ready (`k8s_ready`); an answer missing makes every group unsettled."""
+  change, none was refused, and each is ready (`k8s_ready`); an answer missing makes every group unsettled.
+- `k8s_deadline` / `k8s_seconds_left`: a group's objects share one wait (they roll out at once): the deadline is set
+  when the waits start, and each object waits only what is left of it (at least a second, for one look), so a group
+  of four Deployments that never roll out fails after the timeout, not four timeouts later."""
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 
@@ -47,6 +52,15 @@ def k8s_settled(answers: list[dict[str, Any]], objects: list[dict[str, Any]], gr
     return [g for g in groups if g not in unsettled]
 
 
+def k8s_deadline(timeout: int | str) -> float:
+    return time.time() + float(timeout)
+
+
+def k8s_seconds_left(deadline: float | str) -> int:
+    return max(1, math.ceil(float(deadline) - time.time()))
+
+
 class FilterModule:
     def filters(self) -> dict[str, object]:
-        return {"k8s_ready": k8s_ready, "k8s_definition": k8s_definition, "k8s_settled": k8s_settled}
+        return {"k8s_ready": k8s_ready, "k8s_definition": k8s_definition, "k8s_settled": k8s_settled,
+                "k8s_deadline": k8s_deadline, "k8s_seconds_left": k8s_seconds_left}
