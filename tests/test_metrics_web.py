@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
-from demokit.kafka import ensure_topic
+from demokit.kafka import create_topic, ensure_topic
 from demokit.local.supervise import Supervisor
 from demokit.probes import free_port, holds, http_ok, until
 from tests.helpers import ROOT, RUN, LocalTarget, order_body, request, service
@@ -114,13 +114,7 @@ def test_an_unreachable_broker_is_named_with_the_fix(stack: LocalTarget, page_ur
         # asked in one create, not a look and then a create), with Tansu's own partition count, which is as good
         # for the tests that follow.
         bootstrap = f"127.0.0.1:{stack.ports['broker']}"
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept while its future runs
-        made = admin.create_topics([NewTopic("order.created", 3, 1)])
-        try:
-            made["order.created"].result(timeout=10)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+        create_topic(AdminClient({"bootstrap.servers": bootstrap}), "order.created", 3)
 
 
 def _stage_session(stack: LocalTarget) -> None:

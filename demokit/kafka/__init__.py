@@ -62,11 +62,17 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 1
                                     "then ./run fresh-start makes it anew", USAGE) from None
                 raise
         return False
+    return create_topic(admin, topic, partitions, timeout)
+
+
+def create_topic(admin: AdminClient, topic: str, partitions: int, timeout: float = 10.0) -> bool:
+    """Create the topic in one request; True when this call made it, False when it was there already (someone, a
+    producer's auto-create for one, made it first: a race, fine, whatever its partition count)."""
     future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
     try:
         future.result(timeout=timeout)
     except KafkaException as exc:
-        if _code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:  # a race, fine
+        if _code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
             return False
         raise
     return True
